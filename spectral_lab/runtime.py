@@ -1,0 +1,98 @@
+"""Where and how a run executes: device, seed and run mode.
+
+Everything here is resolved when called, never at import time, so importing
+``spectral_lab`` changes nothing about the process (no precision switch, no
+device probing, no seeding).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_ENV = "SPECTRAL_LAB_DEVICE"
+MODE_ENV = "SPECTRAL_LAB_MODE"
+RUN_MODES = ("quick", "full")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve ``device`` to a concrete :class:`torch.device`.
+
+    ``"auto"`` looks, in order, at the ``SPECTRAL_LAB_DEVICE`` environment
+    variable, then CUDA, then Apple's MPS, then the CPU. An explicit device that
+    is not available raises a ``ValueError`` instead of silently falling back,
+    because a run that quietly lands on the CPU can take hours longer.
+    """
+    if isinstance(device, torch.device):
+        requested = device
+    else:
+        if not isinstance(device, str) or not device.strip():
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+        name = device.strip().lower()
+        if name == "auto":
+            override = os.environ.get(DEVICE_ENV, "").strip()
+            if override and override.lower() != "auto":
+                return get_device(override)
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if _mps_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            requested = torch.device(name)
+        except RuntimeError as err:
+            raise ValueError(
+                f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            ) from err
+    if requested.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(requested)!r} was requested but CUDA is not available on this machine; "
+            "use device='auto' or 'cpu' (or set SPECTRAL_LAB_DEVICE=cpu)"
+        )
+    if requested.type == "cuda" and requested.index is not None:
+        if requested.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(requested)!r} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    if requested.type == "mps" and not _mps_available():
+        raise ValueError(f"device 'mps' was requested but MPS is not available; use 'auto' or 'cpu'")
+    return requested
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices) and return a CPU generator.
+
+    The returned generator is what data loaders should use for shuffling, so
+    that the data order depends on ``seed`` alone and not on how many random
+    numbers the model's initialisation happened to draw.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def run_mode() -> str:
+    """Return ``"quick"`` or ``"full"``: the scale at which chapters run.
+
+    Read from ``SPECTRAL_LAB_MODE``; when unset, ``"full"`` on a CUDA machine
+    and ``"quick"`` otherwise. The book build always sets ``quick``.
+    """
+    value = os.environ.get(MODE_ENV, "").strip().lower()
+    if not value:
+        return "full" if torch.cuda.is_available() else "quick"
+    if value not in RUN_MODES:
+        raise ValueError(f"{MODE_ENV}={value!r} is not a run mode; set it to 'quick' or 'full'")
+    return value

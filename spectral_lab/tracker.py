@@ -1,0 +1,244 @@
+"""Online tracking of the spectra of a model's weight matrices during training.
+
+The authors of the paper saved full checkpoints and decomposed them offline
+(terabytes for the paper). :class:`SpectralTracker` instead decomposes the
+weights while training runs, on the model's own device, and keeps only what
+the analyses need: all singular values, the top-k singular vectors, the norm
+and the derived metrics. Usage, in any plain loop::
+
+    tracker = SpectralTracker(model, every=50, top_k=10)
+    for step in range(steps):
+        ...  # forward, loss, backward, optimizer step
+        tracker.step(step, model, loss=loss.item())
+    tracker.record.save("runs/mlp.npz")
+
+The tracker attaches nothing to the model (no hooks, no global state): it
+reads the parameters when ``step`` says a snapshot is due.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .record import RunRecord
+from .spectra import (
+    _svd_checked,
+    agreement_from_vectors,
+    alignment_from_vectors,
+    effective_rank_from_spectrum,
+    stable_rank_from_spectrum,
+)
+from .views import LayerSelector, MatrixRef, find_matrices
+
+__all__ = ["SpectralTracker", "infer_pairs"]
+
+
+def infer_pairs(refs: list[MatrixRef]) -> list[tuple[str, str]]:
+    """Consecutive matrices, in registration order, where one's output feeds the next's input.
+
+    A pair ``(a, b)`` is inferred when ``b`` directly follows ``a`` and
+    ``b.shape[1] == a.shape[0]``. This is right for plain feed-forward stacks;
+    for models with branches (attention, skip connections) declare pairs.
+    """
+    return [(a.name, b.name) for a, b in zip(refs, refs[1:]) if b.shape[1] == a.shape[0]]
+
+
+def _check_every(every) -> int | frozenset[int]:
+    if isinstance(every, (int, np.integer)) and not isinstance(every, bool):
+        if every < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every}")
+        return int(every)
+    if isinstance(every, Iterable) and not isinstance(every, (str, bytes)):
+        steps = list(every)
+        if steps and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in steps):
+            return frozenset(int(s) for s in steps)
+    raise ValueError(f"every must be a positive int or a non-empty collection of step numbers >= 0, got {every!r}")
+
+
+def _scalar(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach().item())
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"scalar {name!r} must be a number or a one-element tensor, got {type(value).__name__}")
+
+
+class SpectralTracker:
+    """Snapshots of the spectra of ``model``'s weight matrices every ``every`` steps.
+
+    Args:
+        model: the network; its matrices are found with :func:`find_matrices`.
+        every: snapshot when ``step % every == 0``, or a collection of steps.
+        top_k: how many leading singular vectors to keep per matrix (alignment
+            and agreement are computed on these).
+        layers: ``None`` (all), a glob, a list of names, or ``f(name, param)``.
+        pairs: ``"infer"`` (consecutive feed-forward layers, see
+            :func:`infer_pairs`), ``None`` for none, or ``[(prev, next), ...]``.
+        keep_weights: also keep a float32 CPU copy of every matrix at every
+            snapshot (memory grows with the model; off by default).
+        config, seed: stored in the record's metadata (``asdict(config)``).
+        record: a :class:`RunRecord` to append to, to resume a run.
+
+    Matrices of equal shape, dtype and device are decomposed in one batched
+    ``torch.linalg.svd`` call on the device they live on.
+    """
+
+    def __init__(self, model: nn.Module, every=100, top_k: int = 10, layers: LayerSelector = None,
+                 pairs="infer", keep_weights: bool = False, config: Any = None, seed: int | None = None,
+                 record: RunRecord | None = None):
+        self.every = _check_every(every)
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        self.top_k = int(top_k)
+        self.keep_weights = bool(keep_weights)
+        self.refs = find_matrices(model, layers)
+        self._by_name = {ref.name: ref for ref in self.refs}
+        self.pairs = self._resolve_pairs(pairs)
+        device = next(model.parameters()).device
+        shapes = {ref.name: ref.shape for ref in self.refs}
+        if record is None:
+            record = RunRecord(shapes, self.top_k, self.pairs, config=config, seed=seed, device=str(device))
+        else:
+            self._check_resumable(record, shapes)
+        self.record = record
+        self._first: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __repr__(self) -> str:
+        every = self.every if isinstance(self.every, int) else f"{len(self.every)} steps"
+        return (f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={self.top_k}, "
+                f"pairs={len(self.pairs)}, snapshots={len(self.record)})")
+
+    # ---- set-up checks -----------------------------------------------------------------------------
+    def _name(self, name: str) -> str:
+        if name in self._by_name:
+            return name
+        hits = [ref.name for ref in self.refs if ref.module == name]
+        if len(hits) == 1:
+            return hits[0]
+        raise ValueError(f"pair member {name!r} is not a tracked matrix; tracked: {', '.join(self._by_name)}")
+
+    def _resolve_pairs(self, pairs) -> list[tuple[str, str]]:
+        if pairs is None:
+            return []
+        if isinstance(pairs, str):
+            if pairs != "infer":
+                raise ValueError(f"pairs must be 'infer', None or a list of (prev, next) names, got {pairs!r}")
+            return infer_pairs(self.refs)
+        resolved = []
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(f"each pair must be (prev, next), got {pair!r}")
+            prev, nxt = self._name(pair[0]), self._name(pair[1])
+            m_prev, n_next = self._by_name[prev].shape[0], self._by_name[nxt].shape[1]
+            if m_prev != n_next:
+                raise ValueError(
+                    f"mismatched pair shapes: {prev!r} is {self._by_name[prev].shape} (out, in) and {nxt!r} is "
+                    f"{self._by_name[nxt].shape}; alignment needs the next layer's input size ({n_next}) to equal "
+                    f"the previous layer's output size ({m_prev})"
+                )
+            resolved.append((prev, nxt))
+        return resolved
+
+    def _check_resumable(self, record: RunRecord, shapes: dict[str, tuple[int, int]]) -> None:
+        theirs = {name: tuple(shape) for name, shape in record.meta["shapes"].items()}
+        if theirs != shapes or record.layers != list(shapes):
+            raise ValueError(
+                f"cannot resume: the record tracks {theirs} but this model gives {shapes}; "
+                "use the same model and layer selection as the run that wrote the record"
+            )
+        if record.top_k != self.top_k:
+            raise ValueError(f"cannot resume: the record has top_k={record.top_k}, this tracker {self.top_k}")
+        self.pairs = record.pairs
+
+    # ---- tracking ----------------------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        if isinstance(self.every, int):
+            return step % self.every == 0
+        return step in self.every
+
+    def step(self, step: int, model: nn.Module, force: bool = False, **scalars) -> bool:
+        """Take a snapshot if one is due at ``step`` (or ``force``); returns whether it did.
+
+        ``scalars`` (loss, accuracy, ...) are recorded with the snapshot.
+        """
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        if not (force or self.due(int(step))):
+            return False
+        self.snapshot(int(step), model, **scalars)
+        return True
+
+    @torch.no_grad()
+    def snapshot(self, step: int, model: nn.Module, **scalars) -> None:
+        """Decompose every tracked matrix now and append the results to :attr:`record`."""
+        values = {name: _scalar(name, value) for name, value in scalars.items()}
+        views = self._views(model)
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for name, W in views.items():
+            groups[(tuple(W.shape), W.dtype, W.device)].append(name)
+        on_device: dict[str, dict[str, torch.Tensor]] = {}
+        for (_, dtype, _), names in groups.items():
+            compute = torch.float64 if dtype == torch.float64 else torch.float32
+            A = torch.stack([views[n] for n in names]).to(compute)  # (B, m, n)
+            finite = torch.isfinite(A).flatten(1).all(dim=1)
+            if not bool(finite.all()):
+                bad = [n for n, ok in zip(names, finite.tolist()) if not ok]
+                raise ValueError(
+                    f"at step {step}, matrix {bad[0]!r} contains NaN or infinite entries: training has diverged "
+                    "(lower the learning rate or add gradient clipping); the record so far is kept"
+                )
+            U, S, Vh = _svd_checked(A)
+            R = S.shape[-1]
+            k = min(self.top_k, R)
+            stats = {
+                "singular_values": S,
+                "U": U[..., :, :k],
+                "Vh": Vh[..., :k, :],
+                "fro_norm": S.square().sum(-1).sqrt(),  # ||W||_F^2 = sum s^2
+                "norm_eff_rank": effective_rank_from_spectrum(S) / R,
+                "stable_rank": stable_rank_from_spectrum(S),
+            }
+            for i, name in enumerate(names):
+                on_device[name] = {field: value[i] for field, value in stats.items()}
+        for name, fields in on_device.items():
+            if name not in self._first:
+                self._first[name] = self._first_vectors(name, fields)
+            U0, Vh0 = self._first[name]
+            fields["agreement_first"] = agreement_from_vectors(fields["U"], fields["Vh"], U0, Vh0)
+            if self.keep_weights:
+                fields["weights"] = views[name].detach().float()
+        alignments = []
+        for prev, nxt in self.pairs:
+            U_prev, Vh_next = on_device[prev]["U"], on_device[nxt]["Vh"]
+            k = min(U_prev.shape[-1], Vh_next.shape[-2])
+            alignments.append(alignment_from_vectors(U_prev[:, :k].to(Vh_next.dtype), Vh_next[:k]))
+        layers = {name: {f: v.cpu().numpy() for f, v in fields.items()} for name, fields in on_device.items()}
+        self.record.append(step, {n: layers[n] for n in self._by_name}, [a.cpu().numpy() for a in alignments], values)
+
+    def _views(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        views = {}
+        for ref in self.refs:
+            try:
+                W = ref.view(model)
+            except AttributeError as err:
+                raise ValueError(f"the model passed to step() has no matrix {ref.name!r}: pass the tracked model") from err
+            if tuple(W.shape) != ref.shape:
+                raise ValueError(f"matrix {ref.name!r} changed shape from {ref.shape} to {tuple(W.shape)}")
+            views[ref.name] = W.detach()
+        return views
+
+    def _first_vectors(self, name: str, fields: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.record):  # resuming: the first snapshot is in the record
+            U0 = torch.as_tensor(self.record.series(name, "U")[0])
+            Vh0 = torch.as_tensor(self.record.series(name, "Vh")[0])
+            return U0.to(fields["U"]), Vh0.to(fields["Vh"])
+        return fields["U"].clone(), fields["Vh"].clone()
+
+    def save(self, path) -> None:
+        """Save the record so far atomically (see :meth:`RunRecord.save`)."""
+        self.record.save(path)
