@@ -302,8 +302,13 @@ class RunRecord:
         if path.is_dir():
             raise ValueError(f"{path} is a directory, not a run record file")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
+            # Open the file ourselves: np.load leaks its handle when the zip is truncated.
+            with open(path, "rb") as handle:
+                data = np.load(handle, allow_pickle=False)
+                if not isinstance(data, np.lib.npyio.NpzFile):
+                    raise ValueError("it holds a single array (.npy), not an .npz archive")
+                with data:
+                    arrays = {key: data[key] for key in data.files}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
             raise ValueError(
                 f"{path} is not a readable run record (truncated, corrupt, or not an .npz file: {err}); "

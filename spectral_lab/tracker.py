@@ -197,8 +197,10 @@ class SpectralTracker:
             k = min(self.top_k, R)
             stats = {
                 "singular_values": S,
-                "U": U[..., :, :k],
-                "Vh": Vh[..., :k, :],
+                # contiguous: matmuls on strided views round differently, and a resumed
+                # run (vectors reloaded from disk) must reproduce an uninterrupted one
+                "U": U[..., :, :k].contiguous(),
+                "Vh": Vh[..., :k, :].contiguous(),
                 "fro_norm": S.square().sum(-1).sqrt(),  # ||W||_F^2 = sum s^2
                 "norm_eff_rank": effective_rank_from_spectrum(S) / R,
                 "stable_rank": stable_rank_from_spectrum(S),
@@ -211,7 +213,7 @@ class SpectralTracker:
             U0, Vh0 = self._first[name]
             fields["agreement_first"] = agreement_from_vectors(fields["U"], fields["Vh"], U0, Vh0)
             if self.keep_weights:
-                fields["weights"] = views[name].detach().float()
+                fields["weights"] = views[name].to(dtype=torch.float32, copy=True)  # never alias the live weights
         alignments = []
         for prev, nxt in self.pairs:
             U_prev, Vh_next = on_device[prev]["U"], on_device[nxt]["Vh"]

@@ -1,0 +1,41 @@
+# Two commands set up and run everything on a fresh machine with only Python 3.10+:
+#   make book   build the book (chapters executed in quick mode) into _build/html
+#   make test   run every test: package tests, every notebook (nbval), then the book build
+# Both create .venv on first use. If the Python you start from already has a torch
+# (a CUDA build, say), the venv sees it and keeps it; otherwise torch is pinned to
+# the CPU-friendly $(TORCH) so that pip does not pull gigabytes of CUDA packages.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+# Chapters always run at quick scale here; headless plotting.
+RUN_ENV = SPECTRAL_LAB_MODE=quick MPLBACKEND=Agg PYTHONHASHSEED=0
+
+.PHONY: book test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "Using the torch of $(PYTHON) (venv with system site packages)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else \
+	    $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	@touch $@
+
+book: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+
+test: $(STAMP)
+	$(RUN_ENV) $(PY) -m pytest
+	$(MAKE) --no-print-directory book
+
+clean:
+	rm -rf _build

@@ -1,0 +1,67 @@
+"""Device, seed and run-mode resolution."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from spectral_lab import get_device, run_mode, seed_everything
+
+
+def test_auto_on_this_machine(monkeypatch):
+    monkeypatch.delenv("SPECTRAL_LAB_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else None
+    assert get_device("auto").type == (expected or get_device("auto").type)
+    assert get_device("cpu") == torch.device("cpu")
+
+
+def test_environment_override(monkeypatch):
+    monkeypatch.setenv("SPECTRAL_LAB_DEVICE", "cpu")
+    assert get_device("auto") == torch.device("cpu")
+    assert get_device() == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_unavailable_cuda_is_an_error_not_a_fallback():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        get_device("cuda")
+
+
+@pytest.mark.parametrize("bad", ["gpu0", "", 3])
+def test_unknown_devices(bad):
+    with pytest.raises(ValueError):
+        get_device(bad)
+
+
+def test_seed_everything_makes_all_generators_repeat():
+    g = seed_everything(11)
+    first = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
+    g = seed_everything(11)
+    assert first == (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
+    with pytest.raises(ValueError, match="non-negative integer"):
+        seed_everything(-1)
+
+
+def test_run_mode(monkeypatch):
+    monkeypatch.setenv("SPECTRAL_LAB_MODE", "full")
+    assert run_mode() == "full"
+    monkeypatch.setenv("SPECTRAL_LAB_MODE", " Quick ")
+    assert run_mode() == "quick"
+    monkeypatch.delenv("SPECTRAL_LAB_MODE")
+    assert run_mode() == ("full" if torch.cuda.is_available() else "quick")
+    monkeypatch.setenv("SPECTRAL_LAB_MODE", "fast")
+    with pytest.raises(ValueError, match="set it to 'quick' or 'full'"):
+        run_mode()
+
+
+def test_import_has_no_side_effects():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; state = torch.random.get_rng_state().clone(); dtype = torch.get_default_dtype();"
+        "import spectral_lab;"
+        "assert torch.equal(state, torch.random.get_rng_state()); assert torch.get_default_dtype() == dtype"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
