@@ -10,8 +10,9 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
-# Chapters always run at quick scale here; headless plotting.
-RUN_ENV = SPECTRAL_LAB_MODE=quick MPLBACKEND=Agg PYTHONHASHSEED=0
+# Chapters always run at quick scale here; widgets render as static figures
+# (a built page has no kernel behind it); headless plotting.
+RUN_ENV = SPECTRAL_LAB_MODE=quick SPECTRAL_LAB_STATIC=1 MPLBACKEND=Agg PYTHONHASHSEED=0
 
 .PHONY: book test install clean
 

@@ -7,6 +7,7 @@ Modules, one concept each:
 * :mod:`spectral_lab.tracker`  - :class:`SpectralTracker`, online SVDs during training
 * :mod:`spectral_lab.record`   - :class:`RunRecord`, the arrays a run leaves behind, saved atomically
 * :mod:`spectral_lab.plotting` - figures from records
+* :mod:`spectral_lab.widgets`  - one control pattern: live in Jupyter, a static figure in the built book
 * :mod:`spectral_lab.runtime`  - device, seed and run mode
 
 Importing the package has no side effects: no device probing, no seeding, no
@@ -15,7 +16,7 @@ change of precision.
 
 __version__ = "0.1.0"
 
-from . import plotting
+from . import plotting, widgets
 from .record import RunRecord
 from .runtime import get_device, run_mode, seed_everything
 from .spectra import (
@@ -30,10 +31,13 @@ from .spectra import (
 )
 from .tracker import SpectralTracker
 from .views import find_matrices, matrix_view, split_gates, split_heads
+from .widgets import interactive_figure
 
 __all__ = [
     "__version__",
     "plotting",
+    "widgets",
+    "interactive_figure",
     "RunRecord",
     "SpectralTracker",
     "agreement",

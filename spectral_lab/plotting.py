@@ -27,6 +27,8 @@ __all__ = [
     "plot_diagonal",
     "plot_alignment",
     "plot_agreement",
+    "plot_spectra",
+    "plot_heatmaps",
 ]
 
 STYLE = {
@@ -47,6 +49,23 @@ STYLE = {
 _LAYER_CYCLE = [mpl.colormaps["tab10"](i) for i in range(10)] + [mpl.colormaps["tab20"](2 * i + 1) for i in range(10)]
 
 
+class BookFigure(Figure):
+    """A Figure that renders itself as a PNG in a notebook even when no pyplot backend is active.
+
+    Without pyplot, IPython only knows how to show a Figure after ``%matplotlib
+    inline``; this ``_repr_png_`` makes the cell's value a picture everywhere
+    (Jupyter, Colab, the book build). When the inline backend is active, its
+    own formatter takes precedence, so nothing is shown twice.
+    """
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=STYLE["savefig.dpi"], bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def layer_colors(names: Sequence[str]) -> dict[str, tuple]:
     """A fixed colour per layer, by position: the same layer keeps its colour in every figure of a chapter."""
     return {name: _LAYER_CYCLE[i % len(_LAYER_CYCLE)] for i, name in enumerate(names)}
@@ -55,7 +74,7 @@ def layer_colors(names: Sequence[str]) -> dict[str, tuple]:
 def new_figure(nrows: int = 1, ncols: int = 1, width: float = 4.2, height: float = 3.2, **kwargs):
     """A pyplot-free Figure in the book's style with a grid of axes (``width`` x ``height`` inches each)."""
     with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+        fig = BookFigure(figsize=(width * ncols, height * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
     return fig, axes
 
@@ -193,3 +212,71 @@ def plot_agreement(record: RunRecord, layer: str, reference="final", k: int = 10
     S = record.agreement_with(reference, layers=[layer])[layer]
     what = "final step" if isinstance(reference, str) else "reference run"
     return plot_diagonal(record.steps, S, title=f"{layer}: agreement with the {what}", ylabel="S_ii", k=k, ax=ax)
+
+
+# ---- toy matrices: spectra and overlap matrices given as arrays (chapter "The spectral toolkit") ----------------
+
+
+@_styled
+def plot_spectra(spectra: "dict[str, np.ndarray]", log: bool = True, title: str = "", ylim=None,
+                 ax=None) -> Figure:
+    """Singular values ``s_i`` against their index ``i = 1..R``, one line per labelled spectrum.
+
+    ``spectra`` maps a label to a 1-D array (descending, as ``svd`` returns it).
+    On a log axis zeros are left out, so a rank-r spectrum stops at ``i = r``.
+    ``ylim=(low, high)`` fixes the value axis, e.g. so that a slider moves the
+    spectrum rather than the axis.
+    """
+    if not spectra:
+        raise ValueError("no spectra to plot")
+    arrays = {name: np.asarray(s, dtype=float) for name, s in spectra.items()}
+    for name, s in arrays.items():
+        if s.ndim != 1 or s.size == 0:
+            raise ValueError(f"spectrum {name!r} must be a non-empty 1-D array, got shape {s.shape}")
+    fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=5.5, height=3.6)
+    ax = ax if ax is not None else axes[0, 0]
+    colors = layer_colors(list(arrays))
+    for name, s in arrays.items():
+        shown = np.where(s > 0, s, np.nan) if log else s
+        few = np.count_nonzero(np.isfinite(shown)) <= 20  # dots keep a short spectrum or a lone spike visible
+        ax.plot(np.arange(1, s.size + 1), shown, color=colors[name], lw=1.8, label=name,
+                marker="o" if few else None, ms=4)
+    if log:
+        _log_axis(ax, np.concatenate(list(arrays.values()) + ([np.asarray(ylim, dtype=float)] if ylim else [])))
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("index i (largest first)")
+    ax.set_ylabel("singular value $s_i$")
+    ax.set_title(title)
+    if len(arrays) > 1:
+        ax.legend(loc="best")
+    return fig
+
+
+@_styled
+def plot_heatmaps(matrices: "dict[str, np.ndarray]", xlabel: str = "", ylabel: str = "", label: str = "",
+                  vmin: float = 0.0, vmax: float = 1.0) -> Figure:
+    """Small matrices side by side as heat maps with 1-based indices and one shared colour bar.
+
+    Made for overlap matrices with entries in [0, 1]: alignment ``|Vh_next @ U_prev|``
+    and singular-vector agreement ``S``; entry ``[j, i]`` is drawn at row ``j``, column ``i``.
+    """
+    if not matrices:
+        raise ValueError("no matrices to plot")
+    arrays = {name: np.asarray(M, dtype=float) for name, M in matrices.items()}
+    for name, M in arrays.items():
+        if M.ndim != 2:
+            raise ValueError(f"matrix {name!r} must be 2-D, got shape {M.shape}")
+    fig, axes = new_figure(1, len(arrays), width=3.4, height=3.2)
+    for ax, (name, M) in zip(axes.flat, arrays.items()):
+        rows, cols = M.shape
+        image = ax.imshow(M, cmap="magma", vmin=vmin, vmax=vmax, extent=(0.5, cols + 0.5, rows + 0.5, 0.5))
+        ax.grid(False)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.colorbar(image, ax=list(axes.flat), label=label, shrink=0.9)
+    return fig

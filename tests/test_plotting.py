@@ -50,3 +50,27 @@ def test_layer_colours_are_stable_and_distinct():
 def test_bad_plot_input(record):
     with pytest.raises(ValueError, match=r"\(T, k, k\)"):
         plotting.plot_diagonal(record.steps, np.zeros((2, 3)))
+
+
+def test_spectra_and_heatmaps_from_arrays():
+    s = np.array([3.0, 2.0, 1.0, 0.0])
+    fig = plotting.plot_spectra({"a": s, "b": s / 2}, title="t")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), [1, 2, 3, 4])
+    assert np.isnan(ax.lines[0].get_ydata()[-1])  # a zero is left out on the log axis
+    assert ax.get_xlabel() == "index i (largest first)" and ax.get_yscale() == "log"
+    fig = plotting.plot_spectra({"a": s}, log=False, ylim=(0, 4))
+    assert fig.axes[0].get_ylim() == (0, 4) and fig.axes[0].get_legend() is None
+    fig = plotting.plot_heatmaps({"x": np.eye(3), "y": np.full((3, 3), 0.5)}, xlabel="i", ylabel="j", label="|.|")
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), np.eye(3))
+    assert fig.axes[-1].get_ylabel() == "|.|"  # one shared colour bar
+    with pytest.raises(ValueError, match="1-D"):
+        plotting.plot_spectra({"a": np.eye(2)})
+    with pytest.raises(ValueError, match="2-D"):
+        plotting.plot_heatmaps({"a": np.ones(3)})
+
+
+def test_figures_render_as_png_without_pyplot(record):
+    png = plotting.plot_rank_curves(record)._repr_png_()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
