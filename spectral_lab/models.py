@@ -73,7 +73,8 @@ class ModularTransformer(nn.Module):
     def __init__(self, p: int, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512):
         super().__init__()
         self.p = _positive("p", p)
-        _positive("d_model", d_model), _positive("n_heads", n_heads), _positive("d_mlp", d_mlp)
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_mlp", d_mlp)):
+            _positive(name, value)
         if d_model % n_heads:
             raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}")
         self.embed = Embed(p + 1, d_model)
@@ -120,7 +121,8 @@ class ModularMLP(nn.Module):
     def __init__(self, p: int, d_embed: int = 64, d_hidden: int = 256):
         super().__init__()
         self.p = _positive("p", p)
-        _positive("d_embed", d_embed), _positive("d_hidden", d_hidden)
+        for name, value in (("d_embed", d_embed), ("d_hidden", d_hidden)):
+            _positive(name, value)
         self.embed = Embed(p, d_embed)
         self.mlp = nn.ModuleDict({"in": nn.Linear(2 * d_embed, d_hidden), "out": nn.Linear(d_hidden, d_hidden)})
         self.unembed = nn.Linear(d_hidden, p)
