@@ -114,7 +114,8 @@ class ExperimentConfig:
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "ExperimentConfig"]]:
-        raise NotImplementedError
+        """Preset name -> constructor. The base class has none; each experiment lists its own."""
+        return {}
 
     @classmethod
     def from_preset(cls, name: str) -> "ExperimentConfig":
