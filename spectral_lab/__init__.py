@@ -9,6 +9,16 @@ Modules, one concept each:
 * :mod:`spectral_lab.plotting` - figures from records
 * :mod:`spectral_lab.widgets`  - one control pattern: live in Jupyter, a static figure in the built book
 * :mod:`spectral_lab.runtime`  - device, seed and run mode
+* :mod:`spectral_lab.files`    - atomic writes: no file is ever seen half written
+
+Experiments (chapters "Grokking" and "Weight decay"):
+
+* :mod:`spectral_lab.data`, :mod:`spectral_lab.models` - modular addition and its transformer / MLP
+* :mod:`spectral_lab.experiments` - one config dataclass per experiment, ``quick()`` / ``full()`` presets
+* :mod:`spectral_lab.training`    - the training loop, with checkpoints and resume
+* :mod:`spectral_lab.pruning`     - SVD pruning
+* :mod:`spectral_lab.sweeps`, :mod:`spectral_lab.analysis` - the weight-decay sweep and what is read from runs
+* ``python -m spectral_lab run NAME`` - the command line (:mod:`spectral_lab.cli`)
 
 Importing the package has no side effects: no device probing, no seeding, no
 change of precision.
@@ -16,9 +26,14 @@ change of precision.
 
 __version__ = "0.1.0"
 
-from . import plotting, widgets
+from . import analysis, plotting, widgets
+from .data import ModularData, modular_addition
+from .experiments import EXPERIMENTS, GrokkingConfig, WeightDecaySweep
+from .models import ModularMLP, ModularTransformer
+from .pruning import svd_prune, svd_truncate
 from .record import RunRecord
 from .runtime import get_device, run_mode, seed_everything
+from .sweeps import load_or_run_sweep, run_weight_decay_sweep
 from .spectra import (
     agreement,
     alignment,
@@ -30,11 +45,13 @@ from .spectra import (
     svd,
 )
 from .tracker import SpectralTracker
+from .training import TrainResult, evaluate, load_or_train, train
 from .views import find_matrices, matrix_view, split_gates, split_heads
 from .widgets import interactive_figure
 
 __all__ = [
     "__version__",
+    "analysis",
     "plotting",
     "widgets",
     "interactive_figure",
@@ -55,4 +72,20 @@ __all__ = [
     "split_heads",
     "stable_rank",
     "svd",
+    # experiments
+    "EXPERIMENTS",
+    "GrokkingConfig",
+    "ModularData",
+    "ModularMLP",
+    "ModularTransformer",
+    "TrainResult",
+    "WeightDecaySweep",
+    "evaluate",
+    "load_or_run_sweep",
+    "load_or_train",
+    "modular_addition",
+    "run_weight_decay_sweep",
+    "svd_prune",
+    "svd_truncate",
+    "train",
 ]

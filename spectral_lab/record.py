@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import zipfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .files import atomic_write
 from .spectra import agreement_from_vectors
 
 __all__ = ["RunRecord", "LAYER_FIELDS"]
@@ -279,19 +279,8 @@ class RunRecord:
         path = Path(path)
         if path.is_dir():
             raise ValueError(f"{path} is a directory; give a file path such as {path / 'run.npz'}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = self.to_arrays()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunRecord":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import ModularData
+from .files import atomic_write
 from .pruning import svd_prune
 from .record import RunRecord
 from .runtime import get_device, seed_everything
@@ -101,17 +101,7 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, optimizer: torch.o
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)  # atomic: an interrupted save leaves the previous checkpoint whole
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(state, handle))  # an interrupted save leaves the old one whole
 
 
 def _save(out: Path, record: RunRecord, history: dict[str, list], step: int, model, optimizer) -> None:

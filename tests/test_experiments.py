@@ -26,7 +26,7 @@ def test_the_papers_other_rows():
     assert GrokkingConfig.full_no_wd().weight_decay == 0.0
     more = GrokkingConfig.full_more_data()
     assert (more.train_fraction, more.weight_decay) == (0.9, 0.0)
-    assert set(GrokkingConfig.presets()) == {"quick", "quick_no_wd", "full", "full_no_wd", "full_more_data"}
+    assert set(GrokkingConfig.presets()) == {"quick", "quick_no_wd", "quick_more_data", "full", "full_no_wd", "full_more_data"}
     for name, make in GrokkingConfig.presets().items():
         assert make().preset == name
 
@@ -56,7 +56,7 @@ def test_make_model_and_data():
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(ValueError, match="unknown preset 'fast'.*quick, quick_no_wd, full"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'.*quick, quick_no_wd, quick_more_data, full"):
         GrokkingConfig.from_preset("fast")
 
 
