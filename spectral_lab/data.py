@@ -1,21 +1,29 @@
-"""Modular addition: the task on which grokking was discovered (SPEC section 2, "Grokking").
+"""The datasets of the book, all generated or bundled: nothing is downloaded at run time.
+
+* :func:`modular_addition` - the task on which grokking was discovered (SPEC section 2).
+* :func:`mnist1d` and :func:`digits` - small classification sets for the memorization,
+  lottery-ticket and linear-mode-connectivity chapters, as :class:`ClassificationData`,
+  whose training labels can be randomized with a fixed seed.
+
+Modular addition:
 
 Every pair ``(a, b)`` with ``0 <= a, b < p`` is one example, labelled
 ``(a + b) mod p``. A seeded random fraction of the ``p**2`` pairs is the
 training set and the rest the validation set, so a model that generalizes has
 worked out addition mod ``p`` from pairs it never saw.
 
-Chapter: "Grokking" trains on it; "Weight decay" sweeps over it.
+Chapters: "Grokking" trains on it; "Weight decay" sweeps over it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["ModularData", "modular_addition"]
+__all__ = ["ModularData", "modular_addition", "ClassificationData", "mnist1d", "digits"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +84,131 @@ def modular_addition(p: int, train_fraction: float, seed: int = 0) -> ModularDat
     order = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))
     train, test = order[:n_train], order[n_train:]
     return ModularData(p, x[train], y[train], x[test], y[test])
+
+
+# ---- classification: MNIST-1D and scikit-learn's digits (memorization, lottery tickets, LMC) ---------
+@dataclass(frozen=True)
+class ClassificationData:
+    """A train / test split of a classification task, every tensor on one device.
+
+    ``train_x`` and ``test_x`` are float32 ``(N, *shape)`` inputs, ``train_y``
+    and ``test_y`` int64 labels in ``[0, n_classes)``. ``randomized`` marks the
+    training examples whose label :meth:`randomize_labels` replaced (all False
+    for clean data).
+    """
+
+    name: str
+    n_classes: int
+    train_x: torch.Tensor  # (N_train, *shape)
+    train_y: torch.Tensor  # (N_train,)
+    test_x: torch.Tensor  # (N_test, *shape)
+    test_y: torch.Tensor  # (N_test,)
+    randomized: torch.Tensor  # (N_train,) bool
+
+    def __repr__(self) -> str:
+        noisy = int(self.randomized.sum())
+        labels = f", {noisy} training labels randomized" if noisy else ""
+        return (f"ClassificationData({self.name!r}, train={len(self.train_y)}, test={len(self.test_y)}, "
+                f"input shape {tuple(self.train_x.shape[1:])}, {self.n_classes} classes{labels}, "
+                f"device={self.train_x.device})")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: str | torch.device) -> "ClassificationData":
+        """The same split with every tensor on ``device`` (small datasets live there whole)."""
+        return ClassificationData(self.name, self.n_classes, self.train_x.to(device), self.train_y.to(device),
+                                  self.test_x.to(device), self.test_y.to(device), self.randomized.to(device))
+
+    def randomize_labels(self, fraction: float, seed: int = 0) -> "ClassificationData":
+        """A copy in which a ``fraction`` of the training labels are replaced by random ones.
+
+        A seeded random subset of ``round(fraction * N)`` training examples is
+        chosen and its labels are permuted among themselves (the paper
+        permutes labels, which keeps every class's share of the data): at
+        ``fraction=1`` every label is shuffled, and about ``1/n_classes`` of
+        the chosen examples keep their label by chance. The test set keeps its
+        true labels, so test accuracy measures what was learned about the task.
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+                or not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError(f"fraction must be a number in [0, 1] (0: true labels, 1: all random), got {fraction!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        n = len(self.train_y)
+        generator = torch.Generator().manual_seed(int(seed))
+        chosen = torch.randperm(n, generator=generator)[: round(float(fraction) * n)]
+        shuffled = chosen[torch.randperm(len(chosen), generator=generator)]
+        y = self.train_y.cpu().clone()
+        y[chosen] = self.train_y.cpu()[shuffled]
+        randomized = self.randomized.cpu().clone()
+        randomized[chosen] = True
+        device = self.train_y.device
+        return ClassificationData(self.name, self.n_classes, self.train_x, y.to(device),
+                                  self.test_x, self.test_y, randomized.to(device))
+
+
+def _as_data(name, n_classes, train_x, train_y, test_x, test_y) -> ClassificationData:
+    train_x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
+    train_y = torch.as_tensor(np.asarray(train_y), dtype=torch.int64)
+    return ClassificationData(name, n_classes, train_x, train_y,
+                              torch.as_tensor(np.asarray(test_x), dtype=torch.float32),
+                              torch.as_tensor(np.asarray(test_y), dtype=torch.int64),
+                              torch.zeros(len(train_y), dtype=torch.bool))
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, ...]:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as error:  # pragma: no cover - a dependency of the package
+        raise ImportError("MNIST-1D needs the mnist1d package: pip install mnist1d") from error
+    args = get_dataset_args()
+    args.seed = seed
+    state = np.random.get_state()  # make_dataset seeds numpy's global generator; give the caller theirs back
+    try:
+        raw = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return raw["x"], raw["y"], raw["x_test"], raw["y_test"]
+
+
+def mnist1d(seed: int = 42) -> ClassificationData:
+    """MNIST-1D (Greydanus 2020): 4,000 training and 1,000 test signals of length 40, 10 classes.
+
+    Generated procedurally from ten 1-D digit templates (padding, shear,
+    translation, correlated and i.i.d. noise), offline, in about a second;
+    ``seed=42`` is the dataset the authors publish. Inputs ``(N, 40)``, roughly
+    zero mean and unit variance. Small enough for a CPU, hard enough that an
+    MLP reaches only ~75 % test accuracy and that instability early in
+    training, lottery tickets and linear mode connectivity show.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return _as_data("mnist1d", 10, *_mnist1d_arrays(int(seed)))
+
+
+def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> ClassificationData:
+    """scikit-learn's bundled handwritten digits: 1,797 images of 8x8 pixels, 10 classes.
+
+    Pixels are scaled from 0..16 to [0, 1]. A seeded random ``test_fraction``
+    is held out (1,348 / 449 at the default). ``flatten=True`` gives inputs
+    ``(N, 64)`` for an MLP, ``False`` gives images ``(N, 1, 8, 8)``. Easy: an
+    MLP fits it completely, and networks trained from one initialisation are
+    linearly connected from the first step (too easy for the LMC chapter).
+    """
+    from sklearn.datasets import load_digits
+
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32) / 16.0  # (1797, 8, 8)
+    x = x.reshape(len(x), -1) if flatten else x[:, None]
+    y = bunch.target
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(seed))).numpy()
+    n_test = round(test_fraction * len(y))
+    test, train = order[:n_test], order[n_test:]
+    return _as_data("digits", 10, x[train], y[train], x[test], y[test])

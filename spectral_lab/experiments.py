@@ -45,7 +45,7 @@ OBSERVATION_FIELDS = ("device", "eval_every", "track_every", "checkpoint_every",
 
 
 def coerce_value(name: str, kind: Any, value: Any) -> Any:
-    """``value`` as the type ``kind`` of field ``name`` (int, float, bool, str or tuple[float, ...]).
+    """``value`` as the type ``kind`` of field ``name`` (int, float, bool, str, tuple[float | int, ...]).
 
     Strings are parsed (``"1e-3"``, ``"true"``, ``"0,0.1,1"``), so the command
     line and the constructor share one set of rules. Raises ``ValueError``
@@ -89,7 +89,8 @@ def coerce_value(name: str, kind: Any, value: Any) -> Any:
         items = [item for item in items if not (isinstance(item, str) and not item.strip())]
         if not items:
             fail("a non-empty comma-separated list of numbers")
-        return tuple(coerce_value(name, float, item) for item in items)
+        element = (typing.get_args(kind) or (float,))[0]
+        return tuple(coerce_value(name, element, item) for item in items)
     raise TypeError(f"field {name} has a type ({kind}) that configs do not support")
 
 

@@ -1,4 +1,6 @@
-"""The two models of the grokking and weight-decay chapters, for ``(a, b) -> (a + b) mod p``.
+"""The models of the book.
+
+For ``(a, b) -> (a + b) mod p`` (chapters "Grokking" and "Weight decay"):
 
 * :class:`ModularTransformer` - the paper's one-layer transformer (SPEC section 2):
   tokens ``[a, b, =]``, learned token and position embeddings, one attention
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Embed", "ModularTransformer", "ModularMLP"]
+__all__ = ["Embed", "ModularTransformer", "ModularMLP", "MLP", "CNN1d"]
 
 
 def _positive(name: str, value) -> int:
@@ -141,3 +143,85 @@ class ModularMLP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class MLP(nn.Module):
+    """A ReLU MLP with layers ``fc1 ... fcL``: ``MLP((40, 256, 256, 10))`` maps ``(N, 40)`` to logits ``(N, 10)``.
+
+    ``sizes`` are the widths from input to output. Inputs with more than one
+    feature dimension (images) are flattened. ``fc{l}.weight`` has shape
+    ``(sizes[l], sizes[l-1])``; the output space of ``fc{l}`` is the input
+    space of ``fc{l+1}``, so every consecutive pair has a meaningful alignment.
+    PyTorch's default initialisation (uniform, fan-in scaled).
+    """
+
+    def __init__(self, sizes=(40, 256, 256, 10)):
+        super().__init__()
+        sizes = tuple(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least the input and output widths, got {sizes!r}")
+        for i, width in enumerate(sizes):
+            _positive(f"sizes[{i}]", width)
+        self.sizes = sizes
+        for l in range(1, len(sizes)):
+            self.add_module(f"fc{l}", nn.Linear(sizes[l - 1], sizes[l]))
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [f"fc{l}" for l in range(1, len(self.sizes))]
+
+    def layer_pairs(self) -> list[tuple[str, str]]:
+        """Every consecutive pair ``(fc1, fc2), (fc2, fc3), ...``."""
+        names = self.layer_names
+        return list(zip(names[:-1], names[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)  # (N, sizes[0])
+        if h.shape[1] != self.sizes[0]:
+            raise ValueError(f"expected inputs with {self.sizes[0]} features, got shape {tuple(x.shape)}")
+        *hidden, last = [getattr(self, name) for name in self.layer_names]
+        for layer in hidden:
+            h = F.relu(layer(h))
+        return last(h)  # (N, sizes[-1])
+
+    def extra_repr(self) -> str:
+        return "-".join(map(str, self.sizes)) + ", ReLU"
+
+
+class CNN1d(nn.Module):
+    """A small 1-D ConvNet for signals ``(N, length)`` or ``(N, 1, length)``; returns logits ``(N, n_classes)``.
+
+    Three convolutions (kernel 5, padding 2; the last two with stride 2) with
+    ``channels`` filters and ReLU, then a linear layer on the flattened
+    features. Matrices: ``conv1 (c, 5)``, ``conv2`` and ``conv3 (c, 5c)`` (a
+    convolution kernel flattened over input channels and taps, SPEC section 1),
+    ``fc (n_classes, c * length / 4)``. Consecutive convolutions do not share a
+    space in the sense of alignment (the input of ``conv2`` is ``c`` channels
+    times 5 taps), so :meth:`layer_pairs` is empty.
+    """
+
+    def __init__(self, length: int = 40, n_classes: int = 10, channels: int = 32):
+        super().__init__()
+        for name, value in (("length", length), ("n_classes", n_classes), ("channels", channels)):
+            _positive(name, value)
+        self.length = length
+        self.conv1 = nn.Conv1d(1, channels, 5, padding=2)
+        self.conv2 = nn.Conv1d(channels, channels, 5, stride=2, padding=2)
+        self.conv3 = nn.Conv1d(channels, channels, 5, stride=2, padding=2)
+        reduced = (length + 1) // 2
+        reduced = (reduced + 1) // 2
+        self.fc = nn.Linear(channels * reduced, n_classes)
+
+    def layer_pairs(self) -> list[tuple[str, str]]:
+        return []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            x = x[:, None]  # (N, 1, length)
+        if x.ndim != 3 or x.shape[1:] != (1, self.length):
+            raise ValueError(f"expected signals of shape (N, {self.length}) or (N, 1, {self.length}), "
+                             f"got {tuple(x.shape)}")
+        h = F.relu(self.conv1(x))  # (N, c, length)
+        h = F.relu(self.conv2(h))  # (N, c, length / 2)
+        h = F.relu(self.conv3(h))  # (N, c, length / 4)
+        return self.fc(h.flatten(1))  # (N, n_classes)
