@@ -107,3 +107,43 @@ def test_bad_shapes_and_sizes():
         ModularMLP(P, d_embed=0)
     with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
         ModularTransformer(P, 16, 4, 32)(torch.zeros(3, 3, dtype=torch.long))
+
+
+# ---- classification models ---------------------------------------------------------------------
+from spectral_lab.models import CNN1d, MLP  # noqa: E402
+
+
+def test_mlp_layers_pairs_and_shapes():
+    model = MLP((40, 32, 16, 10))
+    shapes = {ref.name: ref.shape for ref in find_matrices(model)}
+    assert shapes == {"fc1": (32, 40), "fc2": (16, 32), "fc3": (10, 16)}
+    assert model.layer_pairs() == [("fc1", "fc2"), ("fc2", "fc3")]
+    assert model(torch.randn(5, 40)).shape == (5, 10)
+    assert model(torch.randn(5, 1, 5, 8)).shape == (5, 10)  # images are flattened
+
+
+def test_mlp_is_relu_between_layers_and_linear_at_the_end():
+    model = MLP((3, 4, 2))
+    x = torch.randn(6, 3)
+    expected = model.fc2(F.relu(model.fc1(x)))
+    assert torch.allclose(model(x), expected)
+
+
+def test_cnn_matrices_are_flattened_kernels():
+    model = CNN1d(length=40, n_classes=10, channels=8)
+    shapes = {ref.name: ref.shape for ref in find_matrices(model)}
+    assert shapes == {"conv1": (8, 5), "conv2": (8, 40), "conv3": (8, 40), "fc": (10, 80)}
+    assert model(torch.randn(4, 40)).shape == (4, 10)
+    assert model(torch.randn(4, 1, 40)).shape == (4, 10)
+    assert model.layer_pairs() == []
+
+
+@pytest.mark.parametrize("make, x, message", [
+    (lambda: MLP((40, 10)), torch.randn(2, 41), "expected inputs with 40 features"),
+    (lambda: CNN1d(40), torch.randn(2, 2, 40), r"expected signals of shape \(N, 40\)"),
+    (lambda: MLP((40,)), None, "at least the input and output"),
+    (lambda: MLP((40, 0, 10)), None, r"sizes\[1\] must be a positive integer"),
+])
+def test_classification_models_reject_bad_input(make, x, message):
+    with pytest.raises(ValueError, match=message):
+        make()(x)
