@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[book,test]"
 	@touch $@
 
+# The execution cache is keyed by run mode and by the package's contents (tools/book_config.py).
 book: $(STAMP)
-	$(RUN_ENV) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	$(RUN_ENV) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going \
+	  --config "$$($(RUN_ENV) $(PY) tools/book_config.py)"
 
 test: $(STAMP)
 	$(RUN_ENV) $(PY) -m pytest
