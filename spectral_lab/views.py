@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 import torch
 from torch import nn
 
-__all__ = ["matrix_view", "split_heads", "split_gates", "find_matrices", "MatrixRef", "LayerSelector"]
+__all__ = ["matrix_view", "split_heads", "split_gates", "find_matrices", "select_layers", "MatrixRef", "LayerSelector"]
 
 _NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,
@@ -148,28 +148,40 @@ def find_matrices(model: nn.Module, layers: LayerSelector = None) -> list[Matrix
     return _select(found, layers, model)
 
 
-def _select(found: list[MatrixRef], layers: LayerSelector, model: nn.Module) -> list[MatrixRef]:
-    if layers is None:
-        return found
-    available = ", ".join(ref.name for ref in found)
+def select_layers(items: list, layers, names: Callable[[Any], tuple[str, ...]],
+                  tensor: Callable[[Any], torch.Tensor]) -> list:
+    """The ``items`` that ``layers`` selects: a glob, a non-empty list of names, or a predicate.
+
+    ``names(item)`` gives the names an item answers to (its layer name and its
+    module or parameter name), ``tensor(item)`` the tensor a predicate
+    ``layers(name, tensor)`` is shown. Order is that of ``items``; a selector
+    that matches nothing raises ``ValueError`` listing what is available.
+    (:func:`find_matrices` selects with it; so do the masks of
+    :mod:`spectral_lab.pruning`, which work on state dicts as well as models.)
+    """
+    available = ", ".join(names(item)[0] for item in items)
     if isinstance(layers, str):
-        chosen = [r for r in found if fnmatch.fnmatchcase(r.name, layers) or fnmatch.fnmatchcase(r.module, layers)]
+        chosen = [i for i in items if any(fnmatch.fnmatchcase(n, layers) for n in names(i))]
         if not chosen:
             raise ValueError(f"no weight matrix matches {layers!r}; available: {available}")
         return chosen
     if callable(layers):
-        params = dict(model.named_parameters())
-        chosen = [r for r in found if layers(r.name, params[f"{r.module}.{r.param}".lstrip(".")])]
+        chosen = [i for i in items if layers(names(i)[0], tensor(i))]
         if not chosen:
             raise ValueError(f"the layer predicate selected no weight matrix; available: {available}")
         return chosen
     wanted = list(layers)
     if not wanted or not all(isinstance(w, str) for w in wanted):
         raise ValueError(f"layers must be None, a pattern, a non-empty list of names or a predicate, got {layers!r}")
-    chosen_names: set[str] = set()
     for w in wanted:
-        hits = [r.name for r in found if r.name == w or r.module == w]
-        if not hits:
+        if not any(w in names(i) for i in items):
             raise ValueError(f"unknown layer {w!r}; available: {available}")
-        chosen_names.update(hits)
-    return [r for r in found if r.name in chosen_names]
+    return [i for i in items if any(n in wanted for n in names(i))]
+
+
+def _select(found: list[MatrixRef], layers: LayerSelector, model: nn.Module) -> list[MatrixRef]:
+    if layers is None:
+        return found
+    params = dict(model.named_parameters())
+    return select_layers(found, layers, names=lambda r: (r.name, r.module),
+                         tensor=lambda r: params[f"{r.module}.{r.param}".lstrip(".")])
