@@ -1,0 +1,598 @@
+"""Linear mode connectivity (LMC): interpolate two networks, measure the barrier, compare their spectra.
+
+Two networks ``W1`` and ``W2`` (every parameter) are *linearly connected*
+when every point ``W(alpha) = (1 - alpha) W1 + alpha W2`` of the segment
+between them is as good as its ends. Frankle et al. (2020) train a *trunk*,
+copy it at a *split step* ``k`` into two *branches* that see the training data
+in different orders, and ask from which ``k`` on the two endpoints are
+connected. Yunis et al. (section 7.3, SPEC section 2) add the spectral view:
+when LMC holds, the endpoints share their top singular vectors.
+
+* :func:`interpolate_states`, :func:`interpolation_curve` - the path and the
+  losses and errors along it;
+* :func:`loss_barrier` (the paper's), :func:`error_barrier` (Frankle et al.'s);
+* :func:`singular_vector_agreement`, :func:`sva_score` - the top-k SVA
+  between the matrices of two networks;
+* :func:`perturb` - the paper's perturbation of the weights at the split;
+* :func:`svd_pruning_losses` - the top-half / bottom-half SVD pruning test;
+* :class:`ConnectivityConfig` and :func:`run_connectivity` - the whole
+  experiment (trunk, branches, other trunks, perturbations), built on
+  :func:`spectral_lab.supervised.fit`.
+
+Chapter: "Linear mode connectivity".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from itertools import combinations
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import ClassificationData
+from .pruning import svd_prune
+from .runtime import get_device, seed_everything
+from .spectra import agreement, diagonal_mean
+from .supervised import ClassifierConfig, evaluate_classifier, fit
+from .training import _plain_config, _progress_bar
+from .views import LayerSelector, find_matrices
+
+__all__ = [
+    "interpolate_states",
+    "as_alphas",
+    "InterpolationCurve",
+    "interpolation_curve",
+    "loss_barrier",
+    "error_barrier",
+    "singular_vector_agreement",
+    "sva_score",
+    "perturb",
+    "svd_pruning_losses",
+    "ConnectivityConfig",
+    "PairResult",
+    "ConnectivityResult",
+    "run_connectivity",
+    "PARTS",
+]
+
+State = dict[str, torch.Tensor]
+
+
+# ---- the path ------------------------------------------------------------------------------------
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] (0: state_a, 1: state_b), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_states(state_a: State, state_b: State) -> None:
+    if set(state_a) != set(state_b):
+        only_a, only_b = sorted(set(state_a) - set(state_b)), sorted(set(state_b) - set(state_a))
+        raise ValueError(f"the two state dicts hold different entries: only in state_a {only_a}, "
+                         f"only in state_b {only_b}; interpolate two copies of one architecture")
+    for name, a in state_a.items():
+        b = state_b[name]
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"{name!r} has shape {tuple(a.shape)} in state_a and {tuple(b.shape)} in state_b")
+        if a.is_floating_point() != b.is_floating_point():
+            raise ValueError(f"{name!r} is {a.dtype} in state_a and {b.dtype} in state_b")
+
+
+@torch.no_grad()
+def interpolate_states(state_a: State, state_b: State, alpha: float) -> State:
+    """The state dict ``(1 - alpha) * state_a + alpha * state_b``: the point ``alpha`` of the straight path.
+
+    Only floating-point entries are interpolated (weights, biases, and the
+    running statistics of normalisation layers). Integer and boolean entries,
+    such as BatchNorm's ``num_batches_tracked``, count things rather than
+    parametrise the function: they are copied from ``state_a``. ``alpha = 0``
+    returns (copies of) ``state_a`` exactly and ``alpha = 1`` returns
+    ``state_b``'s floating entries exactly. Raises ``ValueError`` if the two
+    dicts do not describe the same architecture or ``alpha`` is outside [0, 1].
+    """
+    alpha = _check_alpha(alpha)
+    _check_states(state_a, state_b)
+    mixed = {}
+    for name, a in state_a.items():
+        b = state_b[name].to(a.device)
+        if not a.is_floating_point() or alpha == 0.0:
+            mixed[name] = a.clone()
+        elif alpha == 1.0:
+            mixed[name] = b.to(a.dtype).clone()
+        else:
+            mixed[name] = torch.lerp(a, b.to(a.dtype), alpha)  # a + alpha (b - a)
+    return mixed
+
+
+def as_alphas(alphas: int | Sequence[float] = 11) -> np.ndarray:
+    """The interpolation points: ``n`` evenly spaced in [0, 1] for an int ``n >= 3``, or a sequence as given.
+
+    A sequence must be strictly increasing, lie in [0, 1], start at 0 and end
+    at 1 (the endpoints define both barriers) and hold at least one interior
+    point. The paper uses 11 points, ``0, 0.1, ..., 1``.
+    """
+    if isinstance(alphas, (int, np.integer)) and not isinstance(alphas, bool):
+        if alphas < 3:
+            raise ValueError(f"need at least 3 alphas (both endpoints and one point between), got {alphas}")
+        return np.linspace(0.0, 1.0, int(alphas))
+    values = np.asarray(alphas, dtype=np.float64)
+    if values.ndim != 1 or values.size < 3:
+        raise ValueError(f"alphas must be an int >= 3 or a 1-D sequence of at least 3 numbers, got {alphas!r}")
+    if not np.all(np.isfinite(values)) or values.min() < 0.0 or values.max() > 1.0:
+        raise ValueError(f"alphas must lie in [0, 1] (0: the first network, 1: the second), got {values.tolist()}")
+    if np.any(np.diff(values) <= 0):
+        raise ValueError(f"alphas must be strictly increasing, got {values.tolist()}")
+    if values[0] != 0.0 or values[-1] != 1.0:
+        raise ValueError(f"alphas must start at 0 and end at 1 (the two endpoints), got {values.tolist()}")
+    return values
+
+
+@dataclass
+class InterpolationCurve:
+    """Losses and errors (1 - accuracy) along the straight path between two networks, one entry per alpha."""
+
+    alphas: np.ndarray  # (n,)
+    train_loss: np.ndarray  # (n,)
+    train_error: np.ndarray  # (n,)
+    test_loss: np.ndarray  # (n,)
+    test_error: np.ndarray  # (n,)
+
+    def loss_barrier(self, split: str = "train") -> float:
+        """:func:`loss_barrier` of the ``split`` loss (the paper uses the training loss)."""
+        return loss_barrier(self._values(split, "loss"), self.alphas)
+
+    def error_barrier(self, split: str = "test") -> float:
+        """:func:`error_barrier` of the ``split`` error (Frankle et al. use the test error)."""
+        return error_barrier(self._values(split, "error"), self.alphas)
+
+    def _values(self, split: str, metric: str) -> np.ndarray:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return getattr(self, f"{split}_{metric}")
+
+    def __repr__(self) -> str:
+        return (f"InterpolationCurve({len(self.alphas)} alphas, train loss {self.train_loss[0]:.3g} -> "
+                f"max {self.train_loss.max():.3g} -> {self.train_loss[-1]:.3g}; "
+                f"loss barrier {self.loss_barrier():.3g}, error barrier {self.error_barrier():.3g})")
+
+
+def _refresh_norm_statistics(model: nn.Module, data: ClassificationData, chunk: int = 512) -> None:
+    """Re-estimate BatchNorm running statistics on the training inputs (a no-op without BatchNorm)."""
+    batches = [data.train_x[i:i + chunk] for i in range(0, len(data.train_x), chunk)]
+    torch.optim.swa_utils.update_bn(batches, model)
+
+
+@torch.no_grad()
+def interpolation_curve(model: nn.Module, state_a: State, state_b: State, data: ClassificationData,
+                        alphas: int | Sequence[float] = 11,
+                        transform: Callable[[nn.Module], nn.Module] | None = None) -> InterpolationCurve:
+    """Evaluate ``(1 - alpha) state_a + alpha state_b`` (:func:`interpolate_states`) at every alpha.
+
+    ``model`` supplies the architecture (a deep copy is loaded, ``model``
+    itself is untouched). ``alphas``: see :func:`as_alphas`. ``transform``, if
+    given, maps each interpolated model to the one evaluated (for instance
+    ``lambda m: svd_prune(m, "top")``). Models with BatchNorm get their running
+    statistics re-estimated on the training inputs at every point, as in the
+    paper's code (an interpolated network has no statistics of its own); the
+    book's MLP and 1-D CNN have none. Losses are mean cross-entropies and
+    errors ``1 - accuracy``, on the training and the test set.
+    """
+    alphas = as_alphas(alphas)
+    _check_states(state_a, state_b)
+    work = copy.deepcopy(model)
+    device = next(work.parameters()).device
+    data = data.to(device)
+    has_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules())
+    rows = []
+    for alpha in alphas:
+        work.load_state_dict(interpolate_states(state_a, state_b, float(alpha)))
+        if has_norm:
+            _refresh_norm_statistics(work, data)
+        evaluated = work if transform is None else transform(work)
+        rows.append(evaluate_classifier(evaluated, data))
+    column = lambda key: np.array([row[key] for row in rows], dtype=np.float64)  # noqa: E731
+    return InterpolationCurve(alphas, column("train_loss"), 1.0 - column("train_acc"),
+                              column("test_loss"), 1.0 - column("test_acc"))
+
+
+# ---- the two barriers ----------------------------------------------------------------------------
+def _path_values(values, alphas) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, dtype=np.float64)
+    alphas = as_alphas(len(values) if alphas is None else alphas)
+    if values.shape != alphas.shape:
+        raise ValueError(f"got {values.size} values for {alphas.size} alphas; give one value per alpha")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("the values along the path contain NaN or infinity")
+    return values, alphas
+
+
+def loss_barrier(losses, alphas=None) -> float:
+    """The paper's loss barrier: ``max_{0 < alpha < 1} L(alpha) - ((1 - alpha) L(0) + alpha L(1))``.
+
+    ``losses[i]`` is the loss of the network at ``alphas[i]`` (default: evenly
+    spaced from 0 to 1). The maximum is over the interior points only, as in
+    the authors' code: the height of the path above the straight line between
+    its endpoint losses. It is 0 for a path that is linear in alpha and
+    negative when the whole path runs below that line.
+    """
+    losses, alphas = _path_values(losses, alphas)
+    line = (1.0 - alphas) * losses[0] + alphas * losses[-1]
+    return float(np.max((losses - line)[1:-1]))
+
+
+def error_barrier(errors, alphas=None) -> float:
+    """Frankle et al.'s (2020) instability: ``max_alpha E(alpha) - (E(0) + E(1)) / 2``.
+
+    ``errors[i]`` is the error (1 - accuracy) at ``alphas[i]``. The maximum runs
+    over the whole path, endpoints included, so the barrier is never below
+    ``|E(0) - E(1)| / 2 >= 0``. Frankle et al. call two networks linearly
+    connected when it is within the noise of the endpoint errors (they use 2 %).
+    """
+    errors, alphas = _path_values(errors, alphas)
+    return float(errors.max() - 0.5 * (errors[0] + errors[-1]))
+
+
+# ---- spectra of the two endpoints ----------------------------------------------------------------
+@torch.no_grad()
+def singular_vector_agreement(model_a: nn.Module, model_b: nn.Module, k: int = 10,
+                              layers: LayerSelector = None) -> dict[str, np.ndarray]:
+    """Top-k SVA between the same matrix of two networks: layer name -> ``S`` of shape ``(k, k)``.
+
+    ``S[j, l] = |u_j . u'_l| * |v_j . v'_l|`` with ``u, v`` the singular vectors
+    of ``model_a``'s matrix and ``u', v'`` those of ``model_b``'s
+    (:func:`spectral_lab.spectra.agreement`; SPEC section 1). ``layers`` selects
+    matrices as :func:`~spectral_lab.views.find_matrices` does (default: all,
+    the last layer included). ``k`` is capped at the matrix's rank.
+    """
+    refs_a = find_matrices(model_a, layers)
+    names_b = {ref.name: ref for ref in find_matrices(model_b, layers)}
+    result = {}
+    for ref in refs_a:
+        if ref.name not in names_b:
+            raise ValueError(f"{ref.name!r} is a matrix of model_a but not of model_b")
+        W_a, W_b = ref.view(model_a).detach(), names_b[ref.name].view(model_b).detach()
+        if W_a.shape != W_b.shape:
+            raise ValueError(f"{ref.name!r} has shape {tuple(W_a.shape)} in model_a and {tuple(W_b.shape)} in model_b")
+        result[ref.name] = agreement(W_a, W_b.to(W_a.device), k=k).cpu().numpy()
+    return result
+
+
+def sva_score(S, k: int = 10) -> float:
+    """The paper's scalar summary of an SVA matrix: the mean of its first ``k`` diagonal entries."""
+    return float(diagonal_mean(np.asarray(S), k))
+
+
+# ---- perturbation --------------------------------------------------------------------------------
+@torch.no_grad()
+def perturb(model: nn.Module, eta: float, seed: int, layers: LayerSelector = None) -> nn.Module:
+    """A perturbed deep copy of ``model`` (``model`` itself is untouched); SPEC section 2.
+
+    Every selected matrix becomes ``W' = W + eta ||W|| eps / ||eps||`` with
+    ``eps`` standard Gaussian noise of ``W``'s shape, and is then rescaled to
+    its old Frobenius norm: ``W' <- ||W|| W' / ||W'||``. So ``||W'|| == ||W||``
+    exactly and only the direction of the matrix changes, by an angle that
+    grows with ``eta``. Noise is drawn on the CPU from ``torch.Generator(seed)``,
+    matrix after matrix in registration order, so the result does not depend
+    on the device. ``layers`` selects matrices as in
+    :func:`~spectral_lab.views.find_matrices`; by default every matrix except
+    the last (the output layer), as in the paper's code. Biases are kept.
+    """
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0 (the noise's norm relative to ||W||), got {eta!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    refs = find_matrices(model, layers)
+    if layers is None:
+        if len(refs) < 2:
+            raise ValueError(f"{type(model).__name__} has a single weight matrix, the last layer, "
+                             "which is never perturbed")
+        refs = refs[:-1]
+    perturbed = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(int(seed))
+    for ref in refs:
+        module = perturbed.get_submodule(ref.module) if ref.module else perturbed
+        W = getattr(module, ref.param)  # any shape: the Frobenius norm and iid noise ignore how it is viewed
+        eps = torch.randn(W.shape, generator=generator, dtype=torch.float64)
+        W64 = W.detach().to("cpu", torch.float64)
+        norm = torch.linalg.vector_norm(W64)
+        moved = W64 + float(eta) * norm * eps / torch.linalg.vector_norm(eps)
+        W.copy_((norm * moved / torch.linalg.vector_norm(moved)).to(W.dtype))
+    return perturbed
+
+
+# ---- SVD pruning ---------------------------------------------------------------------------------
+def svd_pruning_losses(model: nn.Module, data: ClassificationData,
+                       fraction: float = 0.5) -> dict[str, dict[str, float]]:
+    """``{"full": ..., "top": ..., "bottom": ...}``: :func:`evaluate_classifier` of the model and two pruned copies.
+
+    ``top`` keeps the top ``ceil(fraction R)`` singular triplets of every
+    matrix but the last, ``bottom`` the rest (:func:`spectral_lab.pruning.svd_prune`).
+    """
+    return {"full": evaluate_classifier(model, data),
+            "top": evaluate_classifier(svd_prune(model, "top", fraction), data),
+            "bottom": evaluate_classifier(svd_prune(model, "bottom", fraction), data)}
+
+
+# ---- the experiment ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectivityConfig(ClassifierConfig):
+    """The LMC experiment: one classification recipe, trunks, split steps, branches, perturbations.
+
+    The training recipe is :class:`~spectral_lab.supervised.ClassifierConfig`'s
+    (MNIST-1D, MLP 40-256-256-10, SGD with momentum and cosine decay, 5,000
+    steps). On top of it:
+
+    * ``trunk_seeds`` - initialisation seeds of the trunks; each trunk is
+      trained with data order ``data_seed`` up to every split step;
+    * ``split_steps`` - where the trunk is copied into branches;
+    * ``branch_seeds`` - the data-order seeds of the branches (two or more;
+      every pair of branches is one LMC pair), trained to the end of the run;
+    * ``other_seeds`` - initialisation seeds of extra runs trained from
+      scratch, for the control "branches from different trunks" (their data
+      order is ``branch_seeds[0]``); together with the trunks' first branches
+      at the last split, every pair of different initialisations is compared;
+    * ``etas``, ``perturb_step`` - perturbation strengths (:func:`perturb`) and
+      the split step where both branches are perturbed, each with its own
+      seed (its data seed); ``perturb_step=-1`` means the last split step;
+    * ``alphas`` - interpolation points; ``top_k`` - the SVA's k.
+
+    ``eval_every`` and ``track_every`` only say how often :func:`fit` measures
+    a run on its way; the experiment reads the endpoints and needs none of
+    it, so they default to 5,000 steps, the whole run of the presets.
+    """
+
+    experiment: ClassVar[str] = "connectivity"
+    trunk_seeds: tuple[int, ...] = (0,)
+    split_steps: tuple[int, ...] = (0, 31, 125, 375, 1000)
+    branch_seeds: tuple[int, ...] = (1, 2)
+    other_seeds: tuple[int, ...] = (1, 2)
+    etas: tuple[float, ...] = (1.0, 2.0, 4.0)
+    perturb_step: int = -1
+    alphas: int = 11
+    eval_every: int = 5000
+    track_every: int = 5000
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.trunk_seeds:
+            raise ValueError("trunk_seeds must name at least one trunk")
+        if len(set(self.trunk_seeds) | set(self.other_seeds)) != len(self.trunk_seeds) + len(self.other_seeds):
+            raise ValueError(f"trunk_seeds {self.trunk_seeds} and other_seeds {self.other_seeds} must all differ: "
+                             "each is a different initialisation")
+        if len(self.branch_seeds) < 2 or len(set(self.branch_seeds)) != len(self.branch_seeds):
+            raise ValueError(f"branch_seeds must hold at least two different data-order seeds, got {self.branch_seeds}")
+        if not self.split_steps or any(s < 0 for s in self.split_steps) \
+                or list(self.split_steps) != sorted(set(self.split_steps)):
+            raise ValueError(f"split_steps must be non-negative and strictly increasing, got {self.split_steps}")
+        if any(eta <= 0 for eta in self.etas):
+            raise ValueError(f"etas must be positive (eta 0 is the unperturbed pair, always measured), got {self.etas}")
+        if self.etas and self.perturb_step != -1 and self.perturb_step not in self.split_steps:
+            raise ValueError(f"perturb_step={self.perturb_step} must be one of split_steps {self.split_steps} "
+                             "(or -1 for the last), so that its unperturbed pair exists")
+        if self.alphas < 3:
+            raise ValueError(f"alphas must be at least 3 (both endpoints and one point between), got {self.alphas}")
+        if self.label_noise:
+            raise ValueError("the LMC experiment trains on true labels (label_noise=0)")
+
+    @property
+    def perturbed_split(self) -> int:
+        """The split step at which the perturbed branches start."""
+        return self.split_steps[-1] if self.perturb_step == -1 else self.perturb_step
+
+    def training_config(self) -> ClassifierConfig:
+        """The plain :class:`ClassifierConfig` every trunk and branch is trained with."""
+        names = {f.name for f in ClassifierConfig.__dataclass_fields__.values()}
+        return ClassifierConfig(**{name: value for name, value in asdict(self).items() if name in names})
+
+    @classmethod
+    def quick(cls) -> "ConnectivityConfig":
+        """MNIST-1D, the MLP, one trunk, 5 split steps, 2 other initialisations, 3 etas: about a minute on a CPU."""
+        return cls(preset="quick")
+
+    @classmethod
+    def full(cls) -> "ConnectivityConfig":
+        """The paper's design at the offline stand-in's scale: the 1-D CNN, 3 trunks, 3 branches, 11 splits, 5 etas.
+
+        The paper's image setting (a VGG on CIFAR-10, splits at fractions of the
+        first epochs, several seeds) needs data this project cannot download;
+        MNIST-1D with the CNN is its stand-in. About 600,000 SGD steps: a GPU run.
+        """
+        return cls(preset="full", model="cnn", trunk_seeds=(0, 1, 2), branch_seeds=(11, 12, 13), other_seeds=(3,),
+                   split_steps=(0, 8, 16, 31, 63, 125, 250, 375, 625, 1000, 2000),
+                   etas=(0.25, 0.5, 1.0, 2.0, 4.0))
+
+    @classmethod
+    def presets(cls) -> dict[str, Callable[[], "ConnectivityConfig"]]:
+        return {"quick": cls.quick, "full": cls.full}
+
+
+@dataclass
+class PairResult:
+    """Two trained networks compared: the interpolation curve between them and the SVA of every matrix.
+
+    ``kind`` is ``"split"`` (two branches of one trunk), ``"cross"`` (two
+    different initialisations) or ``"perturbed"`` (two branches perturbed at
+    the split with ``eta``). ``states`` are the endpoints' state dicts (CPU).
+    """
+
+    kind: str
+    label: str
+    curve: InterpolationCurve
+    sva: dict[str, np.ndarray]  # layer -> (k, k)
+    states: tuple[State, State] = field(repr=False)
+    split_step: int | None = None
+    trunk_seed: int | None = None
+    eta: float = 0.0
+
+    @property
+    def loss_barrier(self) -> float:
+        return self.curve.loss_barrier("train")
+
+    @property
+    def error_barrier(self) -> float:
+        return self.curve.error_barrier("test")
+
+    def sva_score(self, layer: str, k: int = 10) -> float:
+        return sva_score(self.sva[layer], k)
+
+    def __repr__(self) -> str:
+        scores = ", ".join(f"{name} {self.sva_score(name):.2f}" for name in self.sva)
+        return (f"PairResult({self.label}: loss barrier {self.loss_barrier:.3f}, "
+                f"error barrier {self.error_barrier:.3f}, SVA {scores})")
+
+
+@dataclass
+class ConnectivityResult:
+    """What :func:`run_connectivity` returns: plain numbers and arrays, and the endpoints' states.
+
+    ``pairs`` lists every comparison (see :class:`PairResult`);
+    :meth:`select` filters them, :meth:`by_split` averages the split pairs over
+    trunks and branch pairs, :meth:`by_eta` the perturbed ones.
+    ``pruning`` maps ``"split <k>"`` to :func:`svd_pruning_losses` of the first
+    branch's endpoint at the last split step and at split 0.
+    """
+
+    config: dict
+    layers: list[str]
+    pairs: list[PairResult]
+    pruning: dict[str, dict[str, dict[str, float]]]
+    seconds: float = 0.0
+
+    def select(self, kind: str, **where) -> list[PairResult]:
+        chosen = [p for p in self.pairs if p.kind == kind and all(getattr(p, k) == v for k, v in where.items())]
+        if not chosen:
+            raise ValueError(f"no {kind!r} pairs with {where}; kinds present: {sorted({p.kind for p in self.pairs})}")
+        return chosen
+
+    def _table(self, pairs_by_key: dict, k: int) -> dict[str, np.ndarray]:
+        table = {"loss_barrier": [], "error_barrier": [], **{f"sva:{name}": [] for name in self.layers}}
+        for pairs in pairs_by_key.values():
+            table["loss_barrier"].append(np.mean([p.loss_barrier for p in pairs]))
+            table["error_barrier"].append(np.mean([p.error_barrier for p in pairs]))
+            for name in self.layers:
+                table[f"sva:{name}"].append(np.mean([p.sva_score(name, k) for p in pairs]))
+        return {key: np.asarray(values) for key, values in table.items()}
+
+    def by_split(self, k: int = 10) -> dict[str, np.ndarray]:
+        """``split_step`` and, per split, the mean ``loss_barrier``, ``error_barrier`` and ``sva:<layer>`` scores."""
+        splits = sorted({p.split_step for p in self.select("split")})
+        table = self._table({s: self.select("split", split_step=s) for s in splits}, k)
+        return {"split_step": np.asarray(splits), **table}
+
+    def by_eta(self, k: int = 10) -> dict[str, np.ndarray]:
+        """``eta`` (0 first: the unperturbed pairs at the same split) and the same means as :meth:`by_split`."""
+        step = self.select("perturbed")[0].split_step
+        etas = [0.0] + sorted({p.eta for p in self.select("perturbed")})
+        groups = {eta: (self.select("split", split_step=step) if eta == 0 else self.select("perturbed", eta=eta))
+                  for eta in etas}
+        return {"eta": np.asarray(etas), **self._table(groups, k)}
+
+    def __repr__(self) -> str:
+        kinds = {kind: sum(p.kind == kind for p in self.pairs) for kind in ("split", "cross", "perturbed")}
+        return (f"ConnectivityResult({self.config['preset']}: {kinds['split']} split pairs, {kinds['cross']} "
+                f"cross-trunk pairs, {kinds['perturbed']} perturbed pairs; {self.seconds:.0f} s)")
+
+
+def _cpu_state(model: nn.Module) -> State:
+    return {name: value.detach().to("cpu").clone() for name, value in model.state_dict().items()}
+
+
+PARTS = ("split", "cross", "perturbed")
+
+
+def run_connectivity(config: ConnectivityConfig, progress: bool | None = None,
+                     parts: Sequence[str] = PARTS) -> ConnectivityResult:
+    """Trunks, branches, other initialisations and perturbed branches; every pair interpolated and compared.
+
+    For each trunk (init seed in ``config.trunk_seeds``): train with
+    :func:`~spectral_lab.supervised.fit` up to each split step ``k`` (one
+    continuing run), and at each ``k`` train a deep copy of the trunk per
+    branch seed to the end, ``fit(..., start_step=k, optimizer_state=<the
+    trunk's>, data_seed=<branch seed>)``: the branches inherit the trunk's
+    momentum and differ only in the order of the minibatches. At
+    ``config.perturbed_split`` the branches are also trained from
+    :func:`perturb`-ed copies, one per eta (the perturbation's seed is the
+    branch's data seed). Runs from ``config.other_seeds`` are trained from
+    scratch. Every pair is interpolated at ``config.alphas`` points and its
+    SVA computed at ``config.top_k``. ``parts`` chooses what to run: the split
+    pairs always, the controls ``"cross"`` (other initialisations) and
+    ``"perturbed"`` when listed.
+    """
+    import time
+
+    parts = tuple(parts)
+    if "split" not in parts or not set(parts) <= set(PARTS):
+        raise ValueError(f"parts must include 'split' and may add 'cross' and 'perturbed', got {parts}")
+    start = time.perf_counter()
+    recipe = config.training_config()
+    device = get_device(config.device)
+    data = recipe.make_data().to(device)
+    total = recipe.total_steps(len(data.train_y))
+    if config.split_steps[-1] > total:
+        raise ValueError(f"split step {config.split_steps[-1]} lies beyond the run's {total} steps")
+    seeds = config.branch_seeds
+    etas = config.etas if "perturbed" in parts else ()
+    other_seeds = config.other_seeds if "cross" in parts else ()
+    runs = len(config.trunk_seeds) * (len(config.split_steps) + len(etas)) * len(seeds) + len(other_seeds)
+    bar = _progress_bar(progress, runs, 0, desc=f"LMC {config.preset}")
+
+    def branch(model: nn.Module, step: int, optimizer_state: dict, data_seed: int) -> nn.Module:
+        result = fit(recipe, copy.deepcopy(model), data, start_step=step, optimizer_state=optimizer_state,
+                     data_seed=data_seed, track=False, progress=False)
+        bar.update(1)
+        return result.model
+
+    pairs: list[PairResult] = []
+    template = None
+
+    def compare(kind: str, label: str, a: nn.Module, b: nn.Module, **info) -> None:
+        curve = interpolation_curve(template, a.state_dict(), b.state_dict(), data, config.alphas)
+        pairs.append(PairResult(kind, label, curve, singular_vector_agreement(a, b, config.top_k),
+                                (_cpu_state(a), _cpu_state(b)), **info))
+
+    independent: list[nn.Module] = []  # one endpoint per initialisation, for the cross-trunk control
+    pruning = {}
+    try:
+        for trunk_seed in config.trunk_seeds:
+            trunk_config = replace(recipe, seed=trunk_seed)
+            seed_everything(trunk_seed)
+            trunk = trunk_config.make_model(data).to(device)
+            if template is None:
+                template = copy.deepcopy(trunk)
+            optimizer_state, at = None, 0
+            for split in config.split_steps:
+                grown = fit(trunk_config, trunk, data, start_step=at, stop_step=split,
+                            optimizer_state=optimizer_state, track=False, progress=False)
+                optimizer_state, at = grown.optimizer_state, split
+                ends = [branch(trunk, split, optimizer_state, s) for s in seeds]
+                for i, j in combinations(range(len(seeds)), 2):  # every pair of branches
+                    compare("split", f"trunk {trunk_seed}, split {split}, branches {seeds[i]}/{seeds[j]}",
+                            ends[i], ends[j], split_step=split, trunk_seed=trunk_seed)
+                if trunk_seed == config.trunk_seeds[0] and split in (config.split_steps[0], config.split_steps[-1]):
+                    pruning[f"split {split}"] = svd_pruning_losses(ends[0], data)
+                if split == config.split_steps[-1]:
+                    independent.append(ends[0])
+                if split == config.perturbed_split:
+                    for eta in etas:
+                        ends_eta = [branch(perturb(trunk, eta, s), split, optimizer_state, s) for s in seeds]
+                        for i, j in combinations(range(len(seeds)), 2):
+                            compare("perturbed", f"trunk {trunk_seed}, split {split}, eta {eta:g}",
+                                    ends_eta[i], ends_eta[j], split_step=split, trunk_seed=trunk_seed, eta=eta)
+        for other_seed in other_seeds:
+            independent.append(fit(replace(recipe, seed=other_seed), None, data, data_seed=seeds[0],
+                                   track=False, progress=False).model)
+            bar.update(1)
+        init_seeds = list(config.trunk_seeds) + list(other_seeds)
+        for i, j in combinations(range(len(independent)) if "cross" in parts else (), 2):
+            compare("cross", f"inits {init_seeds[i]}/{init_seeds[j]}", independent[i], independent[j],
+                    trunk_seed=init_seeds[i])
+    finally:
+        bar.close()
+    layers = [ref.name for ref in find_matrices(template)]
+    return ConnectivityResult(_plain_config(config), layers, pairs, pruning, time.perf_counter() - start)
