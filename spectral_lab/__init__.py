@@ -20,17 +20,24 @@ Experiments (chapters "Grokking" and "Weight decay"):
 * :mod:`spectral_lab.sweeps`, :mod:`spectral_lab.analysis` - the weight-decay sweep and what is read from runs
 * ``python -m spectral_lab run NAME`` - the command line (:mod:`spectral_lab.cli`)
 
+Experiments (chapters "Memorization", "Lottery tickets", "Linear mode connectivity"):
+
+* :mod:`spectral_lab.data`        - MNIST-1D and digits, with seeded label randomization
+* :mod:`spectral_lab.supervised`  - :class:`ClassifierConfig` and :func:`fit`, minibatch SGD with masks and branches
+* :mod:`spectral_lab.memorization`, :mod:`spectral_lab.lottery`, :mod:`spectral_lab.connectivity` - one per chapter
+* :mod:`spectral_lab.pruning`     - magnitude and random masks (and SVD pruning)
+
 Importing the package has no side effects: no device probing, no seeding, no
 change of precision.
 """
 
 __version__ = "0.1.0"
 
-from . import analysis, plotting, widgets
-from .data import ModularData, modular_addition
+from . import analysis, connectivity, lottery, memorization, plotting, widgets
+from .data import ClassificationData, ModularData, digits, mnist1d, modular_addition
 from .experiments import EXPERIMENTS, GrokkingConfig, WeightDecaySweep
-from .models import ModularMLP, ModularTransformer
-from .pruning import svd_prune, svd_truncate
+from .models import CNN1d, MLP, ModularMLP, ModularTransformer
+from .pruning import magnitude_mask, random_mask_like, svd_prune, svd_truncate
 from .record import RunRecord
 from .runtime import get_device, run_mode, seed_everything
 from .sweeps import load_or_run_sweep, run_weight_decay_sweep
@@ -44,6 +51,7 @@ from .spectra import (
     stable_rank,
     svd,
 )
+from .supervised import ClassifierConfig, FitResult, fit
 from .tracker import SpectralTracker
 from .training import TrainResult, evaluate, load_or_train, train
 from .views import find_matrices, matrix_view, split_gates, split_heads
@@ -52,6 +60,9 @@ from .widgets import interactive_figure
 __all__ = [
     "__version__",
     "analysis",
+    "connectivity",
+    "lottery",
+    "memorization",
     "plotting",
     "widgets",
     "interactive_figure",
@@ -88,4 +99,14 @@ __all__ = [
     "svd_prune",
     "svd_truncate",
     "train",
+    "CNN1d",
+    "ClassificationData",
+    "ClassifierConfig",
+    "FitResult",
+    "MLP",
+    "digits",
+    "fit",
+    "magnitude_mask",
+    "mnist1d",
+    "random_mask_like",
 ]
