@@ -39,7 +39,7 @@ from .pruning import svd_prune
 from .runtime import get_device, seed_everything
 from .spectra import agreement, diagonal_mean
 from .supervised import ClassifierConfig, evaluate_classifier, fit
-from .training import _plain_config, _progress_bar
+from .training import plain_config, progress_bar
 from .views import LayerSelector, find_matrices
 
 __all__ = [
@@ -540,7 +540,7 @@ def run_connectivity(config: ConnectivityConfig, progress: bool | None = None,
     etas = config.etas if "perturbed" in parts else ()
     other_seeds = config.other_seeds if "cross" in parts else ()
     runs = len(config.trunk_seeds) * (len(config.split_steps) + len(etas)) * len(seeds) + len(other_seeds)
-    bar = _progress_bar(progress, runs, 0, desc=f"LMC {config.preset}")
+    bar = progress_bar(progress, runs, 0, desc=f"LMC {config.preset}")
 
     def branch(model: nn.Module, step: int, optimizer_state: dict, data_seed: int) -> nn.Module:
         result = fit(recipe, copy.deepcopy(model), data, start_step=step, optimizer_state=optimizer_state,
@@ -595,4 +595,4 @@ def run_connectivity(config: ConnectivityConfig, progress: bool | None = None,
     finally:
         bar.close()
     layers = [ref.name for ref in find_matrices(template)]
-    return ConnectivityResult(_plain_config(config), layers, pairs, pruning, time.perf_counter() - start)
+    return ConnectivityResult(plain_config(config), layers, pairs, pruning, time.perf_counter() - start)

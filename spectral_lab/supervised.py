@@ -39,7 +39,7 @@ from .models import CNN1d, MLP
 from .record import RunRecord
 from .runtime import get_device, seed_everything
 from .tracker import SpectralTracker
-from .training import _plain_config, _progress_bar
+from .training import plain_config, progress_bar
 
 __all__ = ["ClassifierConfig", "FitResult", "fit", "evaluate_classifier", "batch_order"]
 
@@ -271,7 +271,7 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
         tracker.record.meta.update(experiment=config.experiment, preset=config.preset, device=str(device),
                                    data_seed=order_seed, start_step=int(start_step), masked=sorted(masked))
         if not tracker.record.meta.get("config"):
-            tracker.record.meta["config"] = _plain_config(config)
+            tracker.record.meta["config"] = plain_config(config)
     history = {k: [] for k in HISTORY_FIELDS}
 
     @torch.no_grad()
@@ -292,7 +292,7 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
 
     apply_mask()
     model.train()
-    bar = _progress_bar(progress, stop - start_step, 0, desc=config.preset)
+    bar = progress_bar(progress, stop - start_step, 0, desc=config.preset)
     try:
         observe(start_step)
         order, epoch = None, -1

@@ -33,7 +33,7 @@ from .runtime import get_device, seed_everything
 from .tracker import SpectralTracker
 
 __all__ = ["TrainResult", "train", "evaluate", "pruned_losses", "checkpoint_path", "load_or_train",
-           "HISTORY_FIELDS"]
+           "HISTORY_FIELDS", "plain_config", "progress_bar"]
 
 #: What :func:`evaluate` measures every ``eval_every`` steps (and the record keeps under ``meta["history"]``).
 HISTORY_FIELDS = ("step", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -111,7 +111,8 @@ def _save(out: Path, record: RunRecord, history: dict[str, list], step: int, mod
     _save_checkpoint(checkpoint_path(out), step, model, optimizer)
 
 
-def _plain_config(config) -> dict:
+def plain_config(config) -> dict:
+    """``asdict(config)`` as plain JSON types (tuples become lists): what a run record stores."""
     return json.loads(json.dumps(asdict(config)))
 
 
@@ -151,7 +152,8 @@ def _resume(config, out: Path, model: nn.Module, optimizer, device) -> tuple[Run
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
-def _progress_bar(progress: bool | None, total: int, initial: int, desc: str) -> tqdm:
+def progress_bar(progress: bool | None, total: int, initial: int, desc: str) -> tqdm:
+    """The progress bar of every training loop: ``progress=None`` shows it only on a terminal, never under CI."""
     if progress is None:  # quiet under CI and when stderr is not a terminal (tqdm's disable=None)
         disable = True if os.environ.get("CI") else None
     else:
@@ -202,7 +204,7 @@ def train(config, model: nn.Module | None = None, data: ModularData | None = Non
     record.meta.update(experiment=getattr(config, "experiment", ""), preset=getattr(config, "preset", "custom"),
                        device=str(device))
     if not record.meta["config"]:
-        record.meta["config"] = _plain_config(config)
+        record.meta["config"] = plain_config(config)
 
     def observe(step: int) -> None:
         final = step == config.steps
@@ -218,7 +220,7 @@ def train(config, model: nn.Module | None = None, data: ModularData | None = Non
         if out is not None and step > start and (step % config.checkpoint_every == 0 or final):
             _save(out, record, history, step, model, optimizer)
 
-    bar = _progress_bar(progress, config.steps, start, desc=f"{getattr(config, 'preset', 'run')}")
+    bar = progress_bar(progress, config.steps, start, desc=f"{getattr(config, 'preset', 'run')}")
     try:
         if start == 0:
             observe(0)
