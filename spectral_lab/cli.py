@@ -116,8 +116,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(str(err)) from None
     records = result if isinstance(result, list) else [result]
     for record in records:
-        acc = record.scalars.get("val_acc")
-        tail = f", final val acc {acc[-1]:.3f}" if acc is not None and len(acc) else ""
+        name = "val_acc" if "val_acc" in record.scalars else "test_acc"
+        acc = record.scalars.get(name)
+        tail = f", final {name.replace('_', ' ')} {acc[-1]:.3f}" if acc is not None and len(acc) else ""
         print(f"{record!r}{tail}")
     return 0
 

@@ -7,7 +7,9 @@
 * :class:`WeightDecaySweep` - the same run at several weight decays (SPEC
   section 2, "Weight decay"); ``configs()`` gives one :class:`GrokkingConfig` each.
 * :data:`EXPERIMENTS` - experiment name -> (config class, run function), for
-  ``python -m spectral_lab run NAME``. A new experiment is one more entry.
+  ``python -m spectral_lab run NAME``. A new experiment is one more entry; experiments
+  built on the SGD loop (which imports this module) register themselves in their own
+  module, e.g. :mod:`spectral_lab.memorization`.
 
 A config is plain data: ``dataclasses.asdict(config)`` is what a run record
 stores, and :meth:`ExperimentConfig.from_dict` reads it back. Values are

@@ -27,6 +27,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from .experiments import EXPERIMENTS, Experiment
 from .record import RunRecord
 from .supervised import ClassifierConfig, fit
 
@@ -243,3 +244,17 @@ def settling_steps(record: RunRecord, layer: str, threshold: float = 0.9, k: int
         below = np.flatnonzero(diagonal[:, i] < threshold)
         out[i] = steps[below[-1] + 1] if below.size else steps[0]
     return out
+
+
+# ---- the command line: python -m spectral_lab run memorization --preset full --out runs/memorization -------
+def _run_for_cli(config: MemorizationConfig, out, resume: bool = False, progress: bool | None = None):
+    """With ``--resume`` finished records of the same configuration are kept (the sweep resumes run by run);
+    without it the command line has already checked that ``--overwrite`` was given, so old records go."""
+    if not resume:
+        for path in memorization_outputs(config, out):
+            path.unlink(missing_ok=True)
+    return list(run_memorization(config, out=out, progress=progress).values())
+
+
+EXPERIMENTS["memorization"] = Experiment(MemorizationConfig, _run_for_cli, memorization_outputs, "",
+                                         "a folder with one record per fraction of randomized labels")

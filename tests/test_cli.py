@@ -109,3 +109,24 @@ def test_python_dash_m(tmp_path):
     done = subprocess.run([sys.executable, "-m", "spectral_lab", "run", "grokking", "--preset", "nope"],
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 2 and "unknown preset 'nope'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_memorization_writes_one_record_per_fraction_and_resumes_run_by_run(tmp_path, capsys):
+    out = tmp_path / "memo"
+    tiny = ["--set", "dataset=digits", "--set", "hidden=16,16", "--set", "epochs=1", "--set", "batch_size=64",
+            "--set", "eval_every=7", "--set", "track_every=21", "--set", "label_fractions=0,1"]
+    status, stdout, _ = run(capsys, "run", "memorization", "--preset", "quick", "--device", "cpu", "--out", str(out),
+                            *tiny)
+    assert status == 0 and stdout.count("final test acc") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["labels_0.npz", "labels_1.npz"]
+    first = RunRecord.load(out / "labels_1.npz")
+    assert first.config["label_noise"] == 1.0 and first.config["dataset"] == "digits"
+    status, _, stderr = run(capsys, "run", "memorization", "--preset", "quick", "--device", "cpu", "--out", str(out),
+                            *tiny)
+    assert status == cli.USAGE_ERROR and "already exists: add --resume" in stderr
+    (out / "labels_0.npz").unlink()  # an interrupted sweep: one run is missing
+    before = (out / "labels_1.npz").stat().st_mtime_ns
+    status, _, _ = run(capsys, "run", "memorization", "--preset", "quick", "--device", "cpu", "--out", str(out),
+                       "--resume", *tiny)
+    assert status == 0 and (out / "labels_0.npz").exists()
+    assert (out / "labels_1.npz").stat().st_mtime_ns == before  # the finished run was kept, not retrained
