@@ -27,13 +27,18 @@ Experiments (chapters "Memorization", "Lottery tickets", "Linear mode connectivi
 * :mod:`spectral_lab.memorization`, :mod:`spectral_lab.lottery`, :mod:`spectral_lab.connectivity` - one per chapter
 * :mod:`spectral_lab.pruning`     - magnitude and random masks (and SVD pruning)
 
+Spectral theory (chapters "A spectral theory of neural prediction", "Hessian outliers along training"):
+
+* :mod:`spectral_lab.prediction` - learning curves and error geometry from a model's activation spectrum
+* :mod:`spectral_lab.hessian`    - Hessian and G-matrix of softmax regression on a Gaussian mixture, and of any small net
+
 Importing the package has no side effects: no device probing, no seeding, no
 change of precision.
 """
 
 __version__ = "0.1.0"
 
-from . import analysis, connectivity, lottery, memorization, plotting, widgets
+from . import analysis, connectivity, hessian, lottery, memorization, plotting, prediction, widgets
 from .data import ClassificationData, ModularData, digits, mnist1d, modular_addition
 from .experiments import EXPERIMENTS, GrokkingConfig, WeightDecaySweep
 from .models import CNN1d, MLP, ModularMLP, ModularTransformer
@@ -61,8 +66,10 @@ __all__ = [
     "__version__",
     "analysis",
     "connectivity",
+    "hessian",
     "lottery",
     "memorization",
+    "prediction",
     "plotting",
     "widgets",
     "interactive_figure",
