@@ -39,6 +39,7 @@ change of precision.
 __version__ = "0.1.0"
 
 from . import analysis, connectivity, hessian, lottery, memorization, plotting, prediction, widgets
+from .distributed import sweep
 from .data import ClassificationData, ModularData, digits, mnist1d, modular_addition
 from .experiments import EXPERIMENTS, GrokkingConfig, WeightDecaySweep
 from .models import CNN1d, MLP, ModularMLP, ModularTransformer
@@ -103,6 +104,7 @@ __all__ = [
     "load_or_train",
     "modular_addition",
     "run_weight_decay_sweep",
+    "sweep",
     "svd_prune",
     "svd_truncate",
     "train",
