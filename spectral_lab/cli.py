@@ -4,7 +4,15 @@
     python -m spectral_lab run grokking --preset full --set weight_decay=0.1 --set steps=20000
     python -m spectral_lab run grokking --preset full --out runs/grok-wd1.npz --resume
     python -m spectral_lab run weight_decay --preset full --out runs/wd-sweep
+    python -m spectral_lab sweep weight_decay --preset full --engine local --gpus 4 --out runs/wd
+    python -m spectral_lab sweep connectivity --preset full --engine dask --address tcp://host:8786 --out runs/lmc
     python -m spectral_lab list
+
+``sweep`` runs an experiment made of independent runs through
+:func:`spectral_lab.sweep`: on this process (``serial``), on local worker
+processes (``local``), on a Dask cluster (``dask --address``) or on Ray
+(``ray``). It always keeps what is already in ``--out`` and runs the rest, so
+running the same command again resumes an interrupted sweep.
 
 Experiments come from :data:`spectral_lab.experiments.EXPERIMENTS`. Mistakes in
 the input (an unknown experiment, preset or field, a bad value, nothing to
@@ -21,7 +29,9 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+from .distributed import ENGINES, SweepError
 from .experiments import EXPERIMENTS, coerce_value
+from .record import RunRecord
 from .runtime import get_device
 
 __all__ = ["main", "parse_overrides"]
@@ -56,18 +66,36 @@ def parse_overrides(config_class: type, items: list[str]) -> dict[str, object]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spectral_lab",
                                      description="Run the book's experiments and write run records.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,list}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,list}")
     run = commands.add_parser("run", help="train an experiment and write its record")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which experiment")
-    run.add_argument("--preset", default="quick", help="a named setting, e.g. quick or full (see: list)")
-    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    run.add_argument("--out", help="where to write (default: runs/EXPERIMENT-PRESET)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="change one setting of the preset; repeatable")
+    _add_settings(run)
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace an existing record instead of failing")
+    sweep = commands.add_parser("sweep", help="run the independent runs of an experiment on an engine")
+    sweep.add_argument("experiment", help="which experiment: " + ", ".join(_sweepable()))
+    _add_settings(sweep)
+    sweep.add_argument("--engine", default="serial", choices=ENGINES,
+                       help="serial (default), local (worker processes here), dask (--address) or ray")
+    sweep.add_argument("--address", help="the Dask scheduler (tcp://host:8786) or Ray cluster (auto, ray://host:10001)")
+    sweep.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    sweep.add_argument("--gpus", type=int, help="local: one worker per GPU; ray: one GPU per run")
+    sweep.add_argument("--retries", type=int, default=2, help="resubmissions of a run whose worker died (default 2)")
     commands.add_parser("list", help="list the experiments, their presets and settings")
     return parser
+
+
+def _add_settings(command: argparse.ArgumentParser) -> None:
+    """What ``run`` and ``sweep`` share: the preset, its overrides, the device and where to write."""
+    command.add_argument("--preset", default="quick", help="a named setting, e.g. quick or full (see: list)")
+    command.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    command.add_argument("--out", help="where to write (default: runs/EXPERIMENT-PRESET)")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="change one setting of the preset; repeatable")
+
+
+def _sweepable() -> list[str]:
+    return sorted(name for name, experiment in EXPERIMENTS.items() if experiment.sweep is not None)
 
 
 def _list() -> int:
@@ -80,24 +108,76 @@ def _list() -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    experiment = EXPERIMENTS[args.experiment]
-    cls = experiment.config_class
+def _config(args: argparse.Namespace):
+    """The experiment's preset with the command line's overrides and device, checked."""
+    cls = EXPERIMENTS[args.experiment].config_class
     presets = cls.presets()
     if args.preset not in presets:
         raise UsageError(f"unknown preset {args.preset!r} for {args.experiment}; presets: {', '.join(presets)}")
-    if args.resume and args.overwrite:
-        raise UsageError("--resume continues a run and --overwrite replaces it: choose one")
     overrides = parse_overrides(cls, args.overrides)
     if "device" in overrides and args.device != "auto":
         raise UsageError("give the device once: either --device or --set device=..., not both")
     overrides.setdefault("device", args.device)
     try:
         get_device(overrides["device"])
-        config = presets[args.preset]().with_overrides(**overrides)
+        return presets[args.preset]().with_overrides(**overrides)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    out = Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}{experiment.suffix}"
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    suffix = EXPERIMENTS[args.experiment].suffix
+    return Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}{suffix}"
+
+
+def _report(result) -> None:
+    for item in result if isinstance(result, list) else [result]:
+        if not isinstance(item, RunRecord):
+            print(item.report() if hasattr(item, "report") else repr(item))
+            continue
+        name = "val_acc" if "val_acc" in item.scalars else "test_acc"
+        acc = item.scalars.get(name)
+        tail = f", final {name.replace('_', ' ')} {acc[-1]:.3f}" if acc is not None and len(acc) else ""
+        print(f"{item!r}{tail}")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    if args.experiment not in EXPERIMENTS or EXPERIMENTS[args.experiment].sweep is None:
+        known = f"{args.experiment} is one run: use `run {args.experiment}`" if args.experiment in EXPERIMENTS \
+            else f"unknown experiment {args.experiment!r}"
+        raise UsageError(f"{known}; experiments that sweep: {', '.join(_sweepable())}")
+    if args.engine == "dask" and not args.address:
+        raise UsageError("--engine dask needs --address (the scheduler, e.g. tcp://host:8786)")
+    if args.address and args.engine not in ("dask", "ray"):
+        raise UsageError(f"--address is for --engine dask or ray, not {args.engine}")
+    config = _config(args)
+    out = _default_out(args)
+    engine = dict(engine=args.engine, retries=args.retries)
+    engine.update({k: v for k, v in dict(address=args.address, workers=args.workers, gpus=args.gpus).items()
+                   if v is not None})
+    print(f"{args.experiment} ({args.preset}) sweep on {args.engine} -> {out}", file=sys.stderr)
+    try:
+        result = EXPERIMENTS[args.experiment].sweep(config, out, **engine)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished runs are kept in {out}. Run the same command again to continue.",
+              file=sys.stderr)
+        return INTERRUPTED
+    except SweepError as err:
+        print(f"error: {err}\nthe other runs are kept in {out}; fix the failing configs and run the command again",
+              file=sys.stderr)
+        return 1
+    except (ValueError, ImportError) as err:
+        raise UsageError(str(err)) from None
+    _report(result)
+    return 0
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    experiment = EXPERIMENTS[args.experiment]
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it: choose one")
+    config = _config(args)
+    out = _default_out(args)
     existing = [str(p) for p in experiment.outputs(config, out) if p.exists()]
     if args.resume and not existing:
         raise UsageError(f"--resume: nothing to resume at {out}; run without --resume to start the run")
@@ -114,12 +194,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         return INTERRUPTED
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from None
-    records = result if isinstance(result, list) else [result]
-    for record in records:
-        name = "val_acc" if "val_acc" in record.scalars else "test_acc"
-        acc = record.scalars.get(name)
-        tail = f", final {name.replace('_', ' ')} {acc[-1]:.3f}" if acc is not None and len(acc) else ""
-        print(f"{record!r}{tail}")
+    _report(result)
     return 0
 
 
@@ -130,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list()
+        if args.command == "sweep":
+            return _sweep(args)
         return _run(args, argv)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)

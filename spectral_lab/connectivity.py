@@ -35,11 +35,12 @@ import torch
 from torch import nn
 
 from .data import ClassificationData
+from .experiments import EXPERIMENTS, Experiment
 from .pruning import svd_prune
 from .runtime import get_device, seed_everything
 from .spectra import agreement, diagonal_mean
 from .supervised import ClassifierConfig, evaluate_classifier, fit
-from .training import plain_config, progress_bar
+from .training import plain_config
 from .views import LayerSelector, find_matrices
 
 __all__ = [
@@ -57,6 +58,9 @@ __all__ = [
     "PairResult",
     "ConnectivityResult",
     "run_connectivity",
+    "ConnectivityJob",
+    "connectivity_jobs",
+    "run_job",
     "PARTS",
 ]
 
@@ -493,6 +497,15 @@ class ConnectivityResult:
                   for eta in etas}
         return {"eta": np.asarray(etas), **self._table(groups, k)}
 
+    def report(self, k: int = 10) -> str:
+        """The result as a text table: barriers and mean top-k SVA per split step (what the CLI prints)."""
+        table = self.by_split(k)
+        lines = [repr(self), f"{'split':>7} {'loss barrier':>13} {'error barrier':>14} {'mean SVA':>9}"]
+        for i, step in enumerate(table["split_step"]):
+            sva = np.mean([table[f"sva:{name}"][i] for name in self.layers])
+            lines.append(f"{step:>7} {table['loss_barrier'][i]:>13.3f} {table['error_barrier'][i]:>14.3f} {sva:>9.2f}")
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         kinds = {kind: sum(p.kind == kind for p in self.pairs) for kind in ("split", "cross", "perturbed")}
         return (f"ConnectivityResult({self.config['preset']}: {kinds['split']} split pairs, {kinds['cross']} "
@@ -506,93 +519,192 @@ def _cpu_state(model: nn.Module) -> State:
 PARTS = ("split", "cross", "perturbed")
 
 
-def run_connectivity(config: ConnectivityConfig, progress: bool | None = None,
-                     parts: Sequence[str] = PARTS) -> ConnectivityResult:
-    """Trunks, branches, other initialisations and perturbed branches; every pair interpolated and compared.
+@dataclass(frozen=True)
+class ConnectivityJob:
+    """One independent piece of the LMC grid: what :func:`run_connectivity` hands to a sweep engine.
 
-    For each trunk (init seed in ``config.trunk_seeds``): train with
-    :func:`~spectral_lab.supervised.fit` up to each split step ``k`` (one
-    continuing run), and at each ``k`` train a deep copy of the trunk per
-    branch seed to the end, ``fit(..., start_step=k, optimizer_state=<the
-    trunk's>, data_seed=<branch seed>)``: the branches inherit the trunk's
-    momentum and differ only in the order of the minibatches. At
-    ``config.perturbed_split`` the branches are also trained from
-    :func:`perturb`-ed copies, one per eta (the perturbation's seed is the
-    branch's data seed). Runs from ``config.other_seeds`` are trained from
-    scratch. Every pair is interpolated at ``config.alphas`` points and its
-    SVA computed at ``config.top_k``. ``parts`` chooses what to run: the split
-    pairs always, the controls ``"cross"`` (other initialisations) and
-    ``"perturbed"`` when listed.
+    Either one trunk grown to one split step with its branches (``trunk_seed``
+    and ``split_step``; at ``config.perturbed_split`` also the perturbed
+    branches), or one run from scratch for the cross-initialisation control
+    (``other_seed``). Jobs share nothing, so an engine can run them anywhere.
     """
-    import time
 
+    config: ConnectivityConfig
+    parts: tuple[str, ...] = PARTS
+    trunk_seed: int | None = None
+    split_step: int | None = None
+    other_seed: int | None = None
+
+    def __repr__(self) -> str:
+        what = (f"other init {self.other_seed}" if self.other_seed is not None
+                else f"trunk {self.trunk_seed}, split {self.split_step}")
+        return f"ConnectivityJob({self.config.preset}: {what})"
+
+
+@dataclass
+class JobResult:
+    """What a :class:`ConnectivityJob` returns: its pairs, its pruning test, and the endpoint for the control."""
+
+    pairs: list[PairResult]
+    pruning: dict[str, dict[str, dict[str, float]]]
+    endpoint: State | None = field(default=None, repr=False)  # a branch (or run) at the end, for "cross" pairs
+
+
+def connectivity_jobs(config: ConnectivityConfig, parts: Sequence[str] = PARTS) -> list[ConnectivityJob]:
+    """The grid of ``config`` as independent jobs: every (trunk, split step), then every other initialisation."""
     parts = tuple(parts)
     if "split" not in parts or not set(parts) <= set(PARTS):
         raise ValueError(f"parts must include 'split' and may add 'cross' and 'perturbed', got {parts}")
-    start = time.perf_counter()
+    jobs = [ConnectivityJob(config, parts, trunk_seed=seed, split_step=split)
+            for seed in config.trunk_seeds for split in config.split_steps]
+    if "cross" in parts:
+        jobs += [ConnectivityJob(config, parts, other_seed=seed) for seed in config.other_seeds]
+    return jobs
+
+
+_DATA: dict = {}  # one dataset per recipe and device in each process that runs jobs
+
+
+def _job_data(recipe: ClassifierConfig, device) -> ClassificationData:
+    key = (repr(recipe), str(device))
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = recipe.make_data().to(device)
+    return _DATA[key]
+
+
+def _template(config: ConnectivityConfig, data: ClassificationData, device) -> nn.Module:
+    """A network of the experiment's architecture: interpolation loads each point's weights into it."""
+    seed_everything(config.trunk_seeds[0])
+    return config.training_config().make_model(data).to(device)
+
+
+def run_job(job: ConnectivityJob) -> JobResult:
+    """Train one piece of the grid and compare its pairs (see :func:`run_connectivity`)."""
+    config = job.config
     recipe = config.training_config()
     device = get_device(config.device)
-    data = recipe.make_data().to(device)
+    data = _job_data(recipe, device)
+    seeds = config.branch_seeds
+    if job.other_seed is not None:
+        run = fit(replace(recipe, seed=job.other_seed), None, data, data_seed=seeds[0], track=False, progress=False)
+        return JobResult([], {}, _cpu_state(run.model))
+    template = _template(config, data, device)
+    trunk_config = replace(recipe, seed=job.trunk_seed)
+    seed_everything(job.trunk_seed)
+    trunk = trunk_config.make_model(data).to(device)
+    split = job.split_step
+    grown = fit(trunk_config, trunk, data, stop_step=split, track=False, progress=False)  # one piece: = in steps
+
+    def branch(model: nn.Module, data_seed: int) -> nn.Module:
+        return fit(recipe, copy.deepcopy(model), data, start_step=split, optimizer_state=grown.optimizer_state,
+                   data_seed=data_seed, track=False, progress=False).model
+
+    pairs = []
+
+    def compare(kind: str, label: str, ends: list[nn.Module], **info) -> None:
+        for i, j in combinations(range(len(ends)), 2):  # every pair of branches
+            a, b = ends[i], ends[j]
+            curve = interpolation_curve(template, a.state_dict(), b.state_dict(), data, config.alphas)
+            pairs.append(PairResult(kind, f"{label}, branches {seeds[i]}/{seeds[j]}", curve,
+                                    singular_vector_agreement(a, b, config.top_k), (_cpu_state(a), _cpu_state(b)),
+                                    split_step=split, trunk_seed=job.trunk_seed, **info))
+
+    ends = [branch(trunk, s) for s in seeds]
+    compare("split", f"trunk {job.trunk_seed}, split {split}", ends)
+    pruning = {}
+    if job.trunk_seed == config.trunk_seeds[0] and split in (config.split_steps[0], config.split_steps[-1]):
+        pruning[f"split {split}"] = svd_pruning_losses(ends[0], data)
+    if split == config.perturbed_split and "perturbed" in job.parts:
+        for eta in config.etas:
+            compare("perturbed", f"trunk {job.trunk_seed}, split {split}, eta {eta:g}",
+                    [branch(perturb(trunk, eta, s), s) for s in seeds], eta=eta)
+    return JobResult(pairs, pruning, _cpu_state(ends[0]) if split == config.split_steps[-1] else None)
+
+
+def run_connectivity(config: ConnectivityConfig, progress: bool | None = None, parts: Sequence[str] = PARTS,
+                     engine: str = "serial", out_dir=None, **engine_options) -> ConnectivityResult:
+    """Trunks, branches, other initialisations and perturbed branches; every pair interpolated and compared.
+
+    For each trunk (init seed in ``config.trunk_seeds``) and split step ``k``:
+    train the trunk with :func:`~spectral_lab.supervised.fit` to step ``k``,
+    and from there one copy per branch seed to the end, ``fit(...,
+    start_step=k, optimizer_state=<the trunk's>, data_seed=<branch seed>)``:
+    the branches inherit the trunk's momentum and differ only in the order of
+    the minibatches. At ``config.perturbed_split`` the branches are also
+    trained from :func:`perturb`-ed copies, one per eta (the perturbation's
+    seed is the branch's data seed). Runs from ``config.other_seeds`` are
+    trained from scratch. Every pair is interpolated at ``config.alphas``
+    points and its SVA computed at ``config.top_k``. ``parts`` chooses what
+    to run: the split pairs always, the controls ``"cross"`` (other
+    initialisations) and ``"perturbed"`` when listed.
+
+    Each (trunk, split) and each other initialisation is a
+    :class:`ConnectivityJob`, run through :func:`spectral_lab.sweep`:
+    ``engine`` and ``engine_options`` (``address``, ``workers``, ``gpus``,
+    ``retries``) spread them over processes or a cluster, and ``out_dir``
+    keeps each job's result as it lands, so an interrupted grid resumes. The
+    cross-initialisation pairs are compared here, once every job is in.
+    """
+    import time
+
+    from .distributed import sweep
+
+    start = time.perf_counter()
+    jobs = connectivity_jobs(config, parts)
+    recipe = config.training_config()
+    device = get_device(config.device)
+    data = _job_data(recipe, device)
     total = recipe.total_steps(len(data.train_y))
     if config.split_steps[-1] > total:
         raise ValueError(f"split step {config.split_steps[-1]} lies beyond the run's {total} steps")
-    seeds = config.branch_seeds
-    etas = config.etas if "perturbed" in parts else ()
-    other_seeds = config.other_seeds if "cross" in parts else ()
-    runs = len(config.trunk_seeds) * (len(config.split_steps) + len(etas)) * len(seeds) + len(other_seeds)
-    bar = progress_bar(progress, runs, 0, desc=f"LMC {config.preset}")
-
-    def branch(model: nn.Module, step: int, optimizer_state: dict, data_seed: int) -> nn.Module:
-        result = fit(recipe, copy.deepcopy(model), data, start_step=step, optimizer_state=optimizer_state,
-                     data_seed=data_seed, track=False, progress=False)
-        bar.update(1)
-        return result.model
-
-    pairs: list[PairResult] = []
-    template = None
-
-    def compare(kind: str, label: str, a: nn.Module, b: nn.Module, **info) -> None:
-        curve = interpolation_curve(template, a.state_dict(), b.state_dict(), data, config.alphas)
-        pairs.append(PairResult(kind, label, curve, singular_vector_agreement(a, b, config.top_k),
-                                (_cpu_state(a), _cpu_state(b)), **info))
-
-    independent: list[nn.Module] = []  # one endpoint per initialisation, for the cross-trunk control
-    pruning = {}
-    try:
-        for trunk_seed in config.trunk_seeds:
-            trunk_config = replace(recipe, seed=trunk_seed)
-            seed_everything(trunk_seed)
-            trunk = trunk_config.make_model(data).to(device)
-            if template is None:
-                template = copy.deepcopy(trunk)
-            optimizer_state, at = None, 0
-            for split in config.split_steps:
-                grown = fit(trunk_config, trunk, data, start_step=at, stop_step=split,
-                            optimizer_state=optimizer_state, track=False, progress=False)
-                optimizer_state, at = grown.optimizer_state, split
-                ends = [branch(trunk, split, optimizer_state, s) for s in seeds]
-                for i, j in combinations(range(len(seeds)), 2):  # every pair of branches
-                    compare("split", f"trunk {trunk_seed}, split {split}, branches {seeds[i]}/{seeds[j]}",
-                            ends[i], ends[j], split_step=split, trunk_seed=trunk_seed)
-                if trunk_seed == config.trunk_seeds[0] and split in (config.split_steps[0], config.split_steps[-1]):
-                    pruning[f"split {split}"] = svd_pruning_losses(ends[0], data)
-                if split == config.split_steps[-1]:
-                    independent.append(ends[0])
-                if split == config.perturbed_split:
-                    for eta in etas:
-                        ends_eta = [branch(perturb(trunk, eta, s), split, optimizer_state, s) for s in seeds]
-                        for i, j in combinations(range(len(seeds)), 2):
-                            compare("perturbed", f"trunk {trunk_seed}, split {split}, eta {eta:g}",
-                                    ends_eta[i], ends_eta[j], split_step=split, trunk_seed=trunk_seed, eta=eta)
-        for other_seed in other_seeds:
-            independent.append(fit(replace(recipe, seed=other_seed), None, data, data_seed=seeds[0],
-                                   track=False, progress=False).model)
-            bar.update(1)
-        init_seeds = list(config.trunk_seeds) + list(other_seeds)
-        for i, j in combinations(range(len(independent)) if "cross" in parts else (), 2):
-            compare("cross", f"inits {init_seeds[i]}/{init_seeds[j]}", independent[i], independent[j],
-                    trunk_seed=init_seeds[i])
-    finally:
-        bar.close()
+    results = sweep(jobs, run_job, engine=engine, out_dir=out_dir, progress=progress,
+                    label=_job_label, **engine_options)
+    pairs = [pair for result in results for pair in result.pairs]
+    pruning = {name: losses for result in results for name, losses in result.pruning.items()}
+    data = _job_data(recipe, device)  # again: a job run here may have replaced the cached one
+    template = _template(config, data, device)
+    if "cross" in parts:  # every pair of different initialisations: the trunks' first branches, the other runs
+        ends = [(job.trunk_seed if job.other_seed is None else job.other_seed, result.endpoint)
+                for job, result in zip(jobs, results) if result.endpoint is not None]
+        for (seed_a, a), (seed_b, b) in combinations(ends, 2):
+            curve = interpolation_curve(template, a, b, data, config.alphas)
+            pairs.append(PairResult("cross", f"inits {seed_a}/{seed_b}", curve,
+                                    _state_agreement(template, a, b, config.top_k), (a, b), trunk_seed=seed_a))
     layers = [ref.name for ref in find_matrices(template)]
     return ConnectivityResult(plain_config(config), layers, pairs, pruning, time.perf_counter() - start)
+
+
+def _state_agreement(template: nn.Module, state_a: State, state_b: State, k: int) -> dict[str, np.ndarray]:
+    a, b = copy.deepcopy(template), copy.deepcopy(template)
+    a.load_state_dict(state_a)
+    b.load_state_dict(state_b)
+    return singular_vector_agreement(a, b, k)
+
+
+# ---- the command line: python -m spectral_lab sweep connectivity --engine local --out runs/lmc ---------
+def _job_label(job: ConnectivityJob) -> str:
+    return f"other_{job.other_seed}" if job.other_seed is not None else f"trunk_{job.trunk_seed}-split_{job.split_step}"
+
+
+def connectivity_outputs(config: ConnectivityConfig, out) -> list:
+    """Every file the grid of ``config`` writes under ``out``: one result per job."""
+    from .distributed import result_path
+
+    return [result_path(out, job, label=_job_label, record=False) for job in connectivity_jobs(config)]
+
+
+def _run_for_cli(config, out, resume=False, progress=None):
+    if not resume:
+        for path in connectivity_outputs(config, out):
+            path.unlink(missing_ok=True)
+    return run_connectivity(config, progress=progress, out_dir=out)
+
+
+def _sweep_for_cli(config, out, progress=None, **engine):
+    return run_connectivity(config, progress=progress, out_dir=out, **engine)
+
+
+EXPERIMENTS["connectivity"] = Experiment(ConnectivityConfig, _run_for_cli, connectivity_outputs, "",
+                                         "a folder with one result per (trunk, split step) and other init (.pkl)",
+                                         _sweep_for_cli)

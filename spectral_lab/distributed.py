@@ -15,18 +15,27 @@ Engines:
 * ``"dask"`` - an existing Dask cluster: ``address`` is a scheduler address
   (``"tcp://host:8786"``) or a Cluster object, so ``dask_jobqueue.SLURMCluster``
   works unchanged. The cluster is left running; only the client is closed.
+* ``"ray"`` - Ray: a local Ray started for the sweep (``workers`` CPUs), or the
+  cluster at ``address`` (``"auto"``, ``"ray://host:10001"``). Each run asks
+  for one CPU, and one GPU with ``gpus=``.
 
-Dask is an optional extra (``pip install "spectral-lab[dask]"``), imported only
-when a Dask engine is asked for.
+Dask and Ray are optional extras (``pip install "spectral-lab[dask]"``,
+``"spectral-lab[ray]"``), imported only when their engine is asked for.
 
 Result store (``out_dir``): every finished run is saved as it completes, by
-this process, with :meth:`RunRecord.save` (atomic), to
-``out_dir/<config_key(config)>.npz``. :func:`config_key` is the first 16 hex
-digits of the SHA-256 of ``{"class": type(config).__name__, "config":
-asdict(config)}`` as JSON with sorted keys: every field counts, including
-``device`` and the cadences, so a changed config never reads a stale result.
-A sweep run again loads what is there, runs only the rest, and starts no
-engine when nothing is left; an interrupted sweep loses only the runs in flight.
+this process, atomically: a :class:`RunRecord` with :meth:`RunRecord.save` to
+``out_dir/<name>.npz``, any other result pickled to ``out_dir/<name>.pkl``
+(read back with :mod:`pickle`: only load stores you wrote). ``<name>`` is
+:func:`config_key` (16 hex digits of SHA-256 over the config's class name and
+``asdict``, every field but ``device``: where a run ran does not change what
+it is), prefixed by ``label(config)`` when a label function is given
+(``wd_0.1-3fa2...``). A changed config never reads a stale result. A sweep run
+again loads what is there, runs only the rest, and starts no engine when
+nothing is left; an interrupted sweep loses only the runs in flight, and not
+even those when ``run`` keeps checkpoints: a ``run`` that takes ``out=`` is
+given ``out_dir/partial/<name>.npz`` to keep its work in progress (and to
+continue from it when called again); the folder's files for a run are
+removed once its result has landed.
 
 Failures: an exception raised by ``run`` is caught on the worker and reported,
 not retried (training is deterministic; the same config would fail again). A
@@ -47,55 +56,113 @@ Dask pitfalls handled here (measured on this project's small torch runs):
 * ``Client.submit`` deduplicates identical calls: runs are submitted with
   ``pure=False`` (identical configs are run once here, by their key).
 
-GPUs: start one worker per GPU and give each its own ``CUDA_VISIBLE_DEVICES``
-(e.g. ``dask-cuda``'s ``LocalCUDACluster``, or ``CUDA_VISIBLE_DEVICES=i dask
-worker ADDRESS --nthreads 1`` once per GPU ``i``), with ``device="auto"`` or
-``"cuda"`` in the configs; then ``engine="dask", address=...``. (Not tested
-here: CI has no GPU.)
+GPUs: ``gpus=N`` with ``engine="local"`` starts one worker per GPU and gives
+worker ``i`` ``CUDA_VISIBLE_DEVICES=i`` (before it imports CUDA), so configs
+with ``device="auto"`` or ``"cuda"`` each use their own GPU; with
+``engine="ray"`` each run reserves one GPU (Ray sets ``CUDA_VISIBLE_DEVICES``).
+On a Dask cluster of your own, start one worker per GPU with its own
+``CUDA_VISIBLE_DEVICES`` (``dask-cuda``'s ``LocalCUDACluster``, or
+``CUDA_VISIBLE_DEVICES=i dask worker ADDRESS --nthreads 1`` once per GPU).
+(The assignment is tested on CPU; CI has no GPU.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
+import pickle
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tqdm import tqdm
-
+from .files import atomic_write
 from .record import RunRecord
+from .training import checkpoint_path, progress_bar, train
 
-__all__ = ["sweep", "train_record", "config_key", "result_path", "SweepError", "SweepFailure", "ENGINES"]
+__all__ = ["sweep", "train_record", "config_key", "result_path", "partial_path", "SweepError", "SweepFailure", "ENGINES"]
 
-ENGINES = ("serial", "local", "dask")
+ENGINES = ("serial", "local", "dask", "ray")
 
 INSTALL_HINT = 'pip install "spectral-lab[dask]"'
+RAY_INSTALL_HINT = 'pip install "spectral-lab[ray]"'
 
 #: What a LocalCluster's nanny writes into this process's environment (restored after a sweep).
 _SPAWN_ENV = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def train_record(config) -> RunRecord:
-    """``train(config).record``, without a progress bar: the ``run`` of a sweep of grokking configs."""
-    from .training import train
+def train_record(config, out: str | os.PathLike | None = None) -> RunRecord:
+    """``train(config).record``, without a progress bar: the ``run`` of a sweep of grokking configs.
 
-    return train(config, progress=False).record
+    With ``out`` the run keeps its record and a checkpoint there as it goes,
+    and continues from them when they are there (an interrupted sweep).
+    """
+    resume = out is not None and Path(out).exists() and checkpoint_path(out).exists()
+    return train(config, progress=False, out=out, resume=resume).record
+
+
+def _without_device(value):
+    if isinstance(value, dict):
+        return {k: _without_device(v) for k, v in value.items() if k != "device"}
+    if isinstance(value, (list, tuple)):
+        return [_without_device(v) for v in value]
+    return value
 
 
 def config_key(config) -> str:
-    """The store key of ``config``: 16 hex digits of SHA-256 over its class name and ``asdict``."""
-    payload = {"class": type(config).__name__, "config": asdict(config)}
+    """The store key of ``config``: 16 hex digits of SHA-256 over its class name and ``asdict``, less ``device``."""
+    payload = {"class": type(config).__name__, "config": _without_device(asdict(config))}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def result_path(out_dir: str | os.PathLike, config) -> Path:
-    """Where a sweep with ``out_dir`` keeps the result of ``config``: ``out_dir/<config_key>.npz``."""
-    return Path(out_dir) / f"{config_key(config)}.npz"
+def _stem(config, label: Callable | None) -> str:
+    return config_key(config) if label is None else f"{label(config)}-{config_key(config)}"
+
+
+def result_path(out_dir: str | os.PathLike, config, label: Callable | None = None, record: bool = True) -> Path:
+    """Where a sweep with ``out_dir`` keeps the result of ``config``: ``out_dir/[<label>-]<config_key>.npz``
+    (``.pkl`` with ``record=False``: a result that is not a :class:`RunRecord`)."""
+    return Path(out_dir) / f"{_stem(config, label)}{'.npz' if record else '.pkl'}"
+
+
+def partial_path(out_dir: str | os.PathLike, config, label: Callable | None = None) -> Path:
+    """The ``out=`` a sweep gives a ``run`` that takes one: ``out_dir/partial/<name>.npz``."""
+    return Path(out_dir) / "partial" / f"{_stem(config, label)}.npz"
+
+
+def _load_result(out_dir, config, label):
+    record_file, other_file = result_path(out_dir, config, label), result_path(out_dir, config, label, record=False)
+    if record_file.exists():
+        return RunRecord.load(record_file)
+    if other_file.exists():
+        with open(other_file, "rb") as handle:
+            return pickle.load(handle)
+    return _MISSING
+
+
+def _save_result(out_dir, config, label, value) -> None:
+    if isinstance(value, RunRecord):
+        value.save(result_path(out_dir, config, label))
+    else:
+        atomic_write(result_path(out_dir, config, label, record=False),
+                     lambda handle: pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    partial = partial_path(out_dir, config, label)
+    for leftover in partial.parent.glob(f"{partial.stem}*") if partial.parent.exists() else ():
+        leftover.unlink()
+
+
+_MISSING = object()
+
+
+def _takes_out(run: Callable) -> bool:
+    try:
+        return "out" in inspect.signature(run).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
 
 
 @dataclass
@@ -133,9 +200,9 @@ class _Failed:
         self.traceback = text
 
 
-def _call(run: Callable, config) -> Any:
+def _call(run: Callable, config, out: Path | None = None) -> Any:
     try:
-        return run(config)
+        return run(config) if out is None else run(config, out=out)
     except Exception:  # reported per config; KeyboardInterrupt and friends still stop the sweep
         return _Failed(traceback.format_exc())
 
@@ -149,26 +216,47 @@ def _import_distributed(engine: str):
     return dask, distributed
 
 
+def _import_ray():
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(f'engine="ray" needs Ray, an optional extra: {RAY_INSTALL_HINT}') from err
+    return ray
+
+
 def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial", address=None,
-          retries: int = 2, out_dir: str | os.PathLike | None = None, progress: bool = True,
-          workers: int | None = None) -> list:
+          retries: int = 2, out_dir: str | os.PathLike | None = None, progress: bool | None = True,
+          workers: int | None = None, gpus: int | None = None, label: Callable | None = None) -> list:
     """``[run(config) for config in configs]``, on the chosen engine; results in the order of ``configs``.
 
     ``engine``: ``"serial"``, ``"local"`` (``workers`` processes on this
-    machine) or ``"dask"`` (``address``: a scheduler address or a Cluster
-    object). ``out_dir``: save each result (a :class:`RunRecord`) as it lands
-    and skip configs already there (see the module docstring for the layout).
-    ``retries``: resubmissions of a run whose worker died. Raises
-    :class:`SweepError` (with the finished results) if any run raised.
+    machine), ``"dask"`` (``address``: a scheduler address or a Cluster
+    object) or ``"ray"`` (``address``: an existing Ray cluster, else a local
+    one with ``workers`` CPUs). ``out_dir``: save each result as it lands and
+    skip configs already there; ``label(config)`` prefixes the file names
+    (see the module docstring for the layout). ``retries``: resubmissions of
+    a run whose worker died. ``gpus``: one GPU per worker (``"local"``) or
+    per run (``"ray"``). Raises :class:`SweepError` (with the finished
+    results) if any run raised.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "dask" and address is None:
         raise ValueError('engine="dask" needs address= (a scheduler address or a Cluster object)')
-    if engine != "dask" and address is not None:
-        raise ValueError(f'address= is for engine="dask", not {engine!r}')
+    if engine in ("serial", "local") and address is not None:
+        raise ValueError(f'address= is for engine="dask" or "ray", not {engine!r}')
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if gpus is not None:
+        if engine not in ("local", "ray"):
+            raise ValueError(f'gpus= is for engine="local" (one worker per GPU) or "ray"; with engine={engine!r} '
+                             "give each worker its GPU yourself (see spectral_lab.distributed)")
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+            raise ValueError(f"gpus must be a positive integer, got {gpus!r}")
+        if engine == "local" and workers not in (None, gpus):
+            raise ValueError(f"with gpus={gpus} the local engine runs one worker per GPU; drop workers={workers}")
     configs = list(configs)
     keys = [config_key(c) for c in configs]
     results: list = [None] * len(configs)
@@ -177,10 +265,11 @@ def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial
         if Path(out_dir).exists() and not Path(out_dir).is_dir():
             raise ValueError(f"out_dir must be a folder; {out_dir} is a file")
         for config, key in zip(configs, keys):
-            path = result_path(out_dir, config)
-            if key not in done and path.exists():
-                done[key] = RunRecord.load(path)
+            if key not in done and (value := _load_result(out_dir, config, label)) is not _MISSING:
+                done[key] = value
     todo = {key: config for config, key in zip(configs, keys) if key not in done}  # identical configs run once
+    outs = {key: partial_path(out_dir, config, label) if out_dir is not None and _takes_out(run) else None
+            for key, config in todo.items()}
     failed: dict[str, str] = {}
 
     def land(key: str, value) -> None:
@@ -188,22 +277,25 @@ def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial
             failed[key] = value.traceback
             return
         if out_dir is not None:
-            if not isinstance(value, RunRecord):
-                raise TypeError(f"with out_dir, run must return a RunRecord, got {type(value).__name__}")
-            value.save(result_path(out_dir, todo[key]))
+            _save_result(out_dir, todo[key], label, value)
         done[key] = value
 
     if todo:
-        bar = tqdm(total=len(todo), desc=f"sweep ({engine})", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(progress, len(todo), 0, desc=f"sweep ({engine})")
         try:
             if engine == "serial":
                 for key, config in todo.items():
-                    land(key, _call(run, config))
+                    land(key, _call(run, config, outs[key]))
                     bar.update(1)
+            elif engine == "ray":
+                _run_ray(address, todo, outs, run, retries, workers, gpus, land, bar)
             else:
-                _run_dask(engine, address, todo, run, retries, workers, land, bar)
+                _run_dask(engine, address, todo, outs, run, retries, workers, gpus, land, bar)
         finally:
             bar.close()
+            partial = Path(out_dir) / "partial" if out_dir is not None else None
+            if partial is not None and partial.is_dir() and not any(partial.iterdir()):
+                partial.rmdir()
     failures = []
     for i, (config, key) in enumerate(zip(configs, keys)):
         if key in failed:
@@ -215,7 +307,13 @@ def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial
     return results
 
 
-def _run_dask(engine, address, todo: dict, run, retries: int, workers, land, bar) -> None:
+def _see_one_gpu(index: int) -> str:
+    """Run on a worker before its first task: it sees GPU ``index`` only (CUDA reads this when it starts)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+    return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def _run_dask(engine, address, todo: dict, outs: dict, run, retries: int, workers, gpus, land, bar) -> None:
     dask, distributed = _import_distributed(engine)
     saved_env = {name: os.environ.get(name) for name in _SPAWN_ENV}
     cluster = client = None
@@ -223,13 +321,18 @@ def _run_dask(engine, address, todo: dict, run, retries: int, workers, land, bar
         # Dropped before any nanny spawns (see the module docstring): None removes the variable.
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             if engine == "local":
-                n = workers or min(len(todo), os.cpu_count() or 1)
+                n = gpus or workers or min(len(todo), os.cpu_count() or 1)
                 cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                    dashboard_address=None, silence_logs=logging.ERROR)
                 client = distributed.Client(cluster)
+                if gpus:
+                    client.wait_for_workers(n)
+                    by_name = {info["name"]: worker for worker, info in client.scheduler_info()["workers"].items()}
+                    for index, name in enumerate(sorted(by_name)):
+                        client.run(_see_one_gpu, index, workers=[by_name[name]])
             else:
                 client = distributed.Client(address)
-            futures = {client.submit(_call, run, config, pure=False, retries=retries,
+            futures = {client.submit(_call, run, config, outs[key], pure=False, retries=retries,
                                      key=f"spectral-lab-run-{key}-{os.urandom(4).hex()}"): key
                        for key, config in todo.items()}
             for future in distributed.as_completed(futures):
@@ -250,3 +353,29 @@ def _run_dask(engine, address, todo: dict, run, retries: int, workers, land, bar
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _run_ray(address, todo: dict, outs: dict, run, retries: int, workers, gpus, land, bar) -> None:
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        local = {} if address is not None else {"num_cpus": workers or min(len(todo), os.cpu_count() or 1)}
+        if gpus and address is None:
+            local["num_gpus"] = gpus
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+    try:
+        # max_retries resubmits a task whose worker process died; an exception in run is a _Failed value.
+        remote = ray.remote(_call).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=retries)
+        pending = {remote.remote(run, config, outs[key]): key for key, config in todo.items()}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(ready[0])
+            try:
+                value = ray.get(ready[0])
+            except Exception:  # the worker died more than `retries` times
+                value = _Failed(traceback.format_exc())
+            land(key, value)
+            bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()

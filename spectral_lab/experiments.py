@@ -359,7 +359,11 @@ class Experiment(NamedTuple):
     ``run(config, out, resume=False, progress=None)`` trains and returns the
     record(s); ``outputs(config, out)`` lists the files it writes; ``suffix`` is
     appended to the default output name (``".npz"`` for a record, ``""`` for a
-    folder); ``out_help`` says what ``--out`` is.
+    folder); ``out_help`` says what ``--out`` is. An experiment made of
+    independent runs also has ``sweep(config, out, progress=None, engine=...,
+    **engine_options)``: the same, through :func:`spectral_lab.sweep` on any
+    engine, always keeping what is already in ``out``
+    (``python -m spectral_lab sweep NAME``).
     """
 
     config_class: type
@@ -367,6 +371,7 @@ class Experiment(NamedTuple):
     outputs: Callable[[Any, Path], list[Path]]
     suffix: str
     out_help: str
+    sweep: Callable | None = None
 
 
 def _run_grokking(config, out, resume=False, progress=None):
@@ -387,6 +392,12 @@ def _run_weight_decay(config, out, resume=False, progress=None):
     return run_weight_decay_sweep(config, out=out, resume=resume, progress=progress)
 
 
+def _sweep_weight_decay(config, out, progress=None, **engine):
+    from .sweeps import run_weight_decay_sweep
+
+    return run_weight_decay_sweep(config, out=out, resume=True, progress=progress, **engine)
+
+
 def _weight_decay_outputs(config, out) -> list[Path]:
     from .sweeps import sweep_outputs
 
@@ -398,5 +409,6 @@ EXPERIMENTS: dict[str, Experiment] = {
     "grokking": Experiment(GrokkingConfig, _run_grokking, _grokking_outputs, ".npz",
                            "the run record (.npz); its checkpoint goes beside it (.ckpt.pt)"),
     "weight_decay": Experiment(WeightDecaySweep, _run_weight_decay, _weight_decay_outputs, "",
-                               "a folder with one record (and checkpoint) per weight decay"),
+                               "a folder with one record per weight decay (checkpoints in partial/ while running)",
+                               _sweep_weight_decay),
 }

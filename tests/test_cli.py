@@ -54,8 +54,42 @@ def test_sweep_writes_one_record_per_weight_decay(tmp_path, capsys):
     out = tmp_path / "sweep"
     status, stdout, _ = run(capsys, "run", "weight_decay", "--out", str(out), *TINY, "--set", "weight_decays=0,1")
     assert status == 0 and stdout.count("RunRecord(") == 2
-    assert sorted(p.name for p in out.iterdir()) == ["wd_0.ckpt.pt", "wd_0.npz", "wd_1.ckpt.pt", "wd_1.npz"]
-    assert RunRecord.load(out / "wd_1.npz").config["weight_decay"] == 1.0
+    names = sorted(p.name for p in out.iterdir())
+    assert [name.split("-")[0] for name in names] == ["wd_0", "wd_1"]  # checkpoints went with partial/
+    assert RunRecord.load(out / names[1]).config["weight_decay"] == 1.0
+
+
+def test_sweep_command_runs_the_rest_and_keeps_what_is_there(tmp_path, capsys):
+    out = tmp_path / "wd"
+    argv = ["sweep", "weight_decay", "--device", "cpu", "--out", str(out), *TINY, "--set", "weight_decays=0,1"]
+    status, stdout, _ = run(capsys, *argv)
+    assert status == 0 and stdout.count("RunRecord(") == 2
+    first, second = sorted(out.iterdir())
+    kept = second.stat().st_mtime_ns
+    first.unlink()  # as if the sweep had been interrupted
+    status, stdout, _ = run(capsys, *argv, "--engine", "local", "--workers", "1")
+    assert status == 0 and first.exists() and second.stat().st_mtime_ns == kept
+    np.testing.assert_array_equal(RunRecord.load(first).steps, [0, 10, 20, 30])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "grokking"], "grokking is one run: use `run grokking`; experiments that sweep: connectivity, "
+                            "weight_decay"),
+    (["sweep", "nope"], "unknown experiment 'nope'"),
+    (["sweep", "weight_decay", "--engine", "dask"], "--engine dask needs --address"),
+    (["sweep", "weight_decay", "--address", "tcp://127.0.0.1:8786"], "--address is for --engine dask or ray"),
+    (["sweep", "weight_decay", "--engine", "local", "--workers", "0"], "workers must be a positive integer"),
+    (["sweep", "weight_decay", "--preset", "huge"], "unknown preset 'huge' for weight_decay"),
+])
+def test_sweep_command_rejects_bad_input(capsys, argv, message):
+    status, _, err = run(capsys, *argv)
+    assert status == cli.USAGE_ERROR and message in err and "Traceback" not in err
+
+
+def test_sweep_command_without_dask_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    status, _, err = run(capsys, "sweep", "weight_decay", "--engine", "local", "--out", str(tmp_path), *TINY)
+    assert status == cli.USAGE_ERROR and 'pip install "spectral-lab[dask]"' in err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -130,3 +164,11 @@ def test_memorization_writes_one_record_per_fraction_and_resumes_run_by_run(tmp_
                        "--resume", *tiny)
     assert status == 0 and (out / "labels_0.npz").exists()
     assert (out / "labels_1.npz").stat().st_mtime_ns == before  # the finished run was kept, not retrained
+
+
+def test_sweep_connectivity_keeps_one_result_per_job_and_prints_the_table(tmp_path, capsys):
+    tiny = ["--set", "epochs=2", "--set", "hidden=32,32", "--set", "split_steps=0,100", "--set", "etas=2",
+            "--set", "other_seeds=1"]
+    status, stdout, _ = run(capsys, "sweep", "connectivity", "--device", "cpu", "--out", str(tmp_path), *tiny)
+    assert status == 0 and "loss barrier" in stdout and len(stdout.strip().splitlines()) == 4
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["other_1", "trunk_0", "trunk_0"]

@@ -134,3 +134,86 @@ def test_bad_arguments_fail_before_any_run(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="must be a folder"):
         sweep([tiny(0)], out_dir=tmp_path / "file")
+
+
+def test_device_is_not_part_of_the_key():
+    assert config_key(tiny(0)) == config_key(tiny(0).with_overrides(device="auto"))
+
+
+def visible_gpu(config) -> str | None:
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_local_engine_gives_each_worker_its_own_gpu():
+    """gpus=2: two workers, each told CUDA_VISIBLE_DEVICES=0 or 1 before its first run (checked on CPU)."""
+    seen = sweep([tiny(seed) for seed in range(6)], visible_gpu, engine="local", gpus=2, progress=False)
+    assert set(seen) <= {"0", "1"} and len(seen) == 6
+    with pytest.raises(ValueError, match="one worker per GPU"):
+        sweep([tiny(0)], visible_gpu, engine="local", gpus=2, workers=3)
+    with pytest.raises(ValueError, match="gpus= is for"):
+        sweep([tiny(0)], visible_gpu, engine="serial", gpus=1)
+
+
+def summary(config) -> dict:
+    """A result that is not a RunRecord: stored pickled."""
+    CALLS.append(config.seed)
+    return {"seed": config.seed, "final_loss": float(train_record(config).scalars["train_loss"][-1])}
+
+
+def test_other_results_are_pickled_and_labels_name_the_files(tmp_path):
+    configs = [tiny(0), tiny(1)]
+    CALLS.clear()
+    first = sweep(configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"seed_{c.seed}-{config_key(c)}.pkl" for c in configs]
+    again = sweep(configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}")
+    assert first == again and CALLS == [0, 1]
+
+
+STOPS = []
+
+
+def checkpointed_run(config, out=None) -> RunRecord:
+    """train_record that is interrupted once, at the first checkpoint after step 10 of seed 1."""
+    from spectral_lab import training
+
+    if config.seed == 1 and not STOPS:
+        STOPS.append(out)
+        real_save = training._save
+
+        def save_then_stop(path, record, history, step, *args):
+            real_save(path, record, history, step, *args)
+            if step >= 10:
+                raise KeyboardInterrupt
+
+        training._save, saved = save_then_stop, training._save
+        try:
+            return train_record(config, out=out)
+        finally:
+            training._save = saved
+    return train_record(config, out=out)
+
+
+def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
+    configs = [tiny(0), tiny(1).with_overrides(checkpoint_every=10)]
+    STOPS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        sweep(configs, checkpointed_run, out_dir=tmp_path, progress=False)
+    partial = STOPS[0]
+    assert partial == distributed.partial_path(tmp_path, configs[1]) and partial.exists()
+    assert RunRecord.load(partial).steps[-1] == 10  # the work in progress, kept
+    resumed = sweep(configs, checkpointed_run, out_dir=tmp_path, progress=False)
+    assert_same(resumed[1], train_record(configs[1]))  # continued, and equal to a run in one piece
+    assert not (tmp_path / "partial").exists()  # cleaned once landed
+
+
+def test_ray_engine_matches_serial():
+    pytest.importorskip("ray", reason='the ray engine needs the [ray] extra: pip install "spectral-lab[ray]"')
+    configs = [tiny(0), broken(), tiny(1)]
+    with pytest.raises(SweepError) as serial:
+        sweep(configs, progress=False)
+    with pytest.raises(SweepError) as ray:
+        sweep(configs, engine="ray", workers=2, progress=False)
+    assert [f.index for f in ray.value.failures] == [1]
+    for a, b in zip(serial.value.results, ray.value.results):
+        if a is not None:
+            assert_same(a, b)

@@ -3,7 +3,7 @@ import pytest
 
 from spectral_lab.analysis import sweep_summary
 from spectral_lab.experiments import WeightDecaySweep
-from spectral_lab.sweeps import load_or_run_sweep, run_weight_decay_sweep, sweep_outputs, sweep_path
+from spectral_lab.sweeps import load_or_run_sweep, run_weight_decay_sweep, sweep_path
 
 TINY = WeightDecaySweep.quick().with_overrides(
     preset="tiny", p=7, d_model=8, n_heads=2, d_mlp=16, steps=20, eval_every=5, track_every=10,
@@ -15,14 +15,15 @@ def test_one_record_per_weight_decay_in_order(tmp_path):
     records = run_weight_decay_sweep(TINY, out=tmp_path / "sweep", progress=False)
     assert [r.config["weight_decay"] for r in records] == [0.0, 0.5]
     assert [r.meta["preset"] for r in records] == ["tiny/wd=0", "tiny/wd=0.5"]
-    assert all(path.exists() for path in sweep_outputs(TINY, tmp_path / "sweep"))
-    assert sweep_path(tmp_path, 1e-4).name == "wd_0.0001.npz"
+    names = sorted(path.name for path in (tmp_path / "sweep").iterdir())
+    assert [name.split("-")[0] for name in names] == ["wd_0", "wd_0.5"]  # readable, and keyed by the config
+    assert names == sorted(sweep_path(tmp_path, c).name for c in TINY.configs())
 
 
 def test_resume_reads_finished_runs_and_starts_missing_ones(tmp_path):
     out = tmp_path / "sweep"
     first = run_weight_decay_sweep(TINY, out=out, progress=False)
-    sweep_path(out, 0.5).unlink()  # as if the sweep had stopped before its second run
+    sweep_path(out, TINY.configs()[1]).unlink()  # as if the sweep had stopped before its second run
     again = run_weight_decay_sweep(TINY, out=out, resume=True, progress=False)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a.norm_eff_rank(), b.norm_eff_rank())
@@ -39,6 +40,8 @@ def test_load_or_run_sweep_is_all_or_nothing(tmp_path, monkeypatch):
     run_weight_decay_sweep(TINY, out=out, progress=False)
     loaded = load_or_run_sweep(TINY, out)
     assert [r.config["weight_decay"] for r in loaded] == [0.0, 0.5]
+
+    assert load_or_run_sweep(TINY.with_overrides(lr=2e-3), out, progress=False)[0].config["lr"] == 2e-3  # not read
 
     # the full sweep is not there: the fallback runs in place and nothing is written
     before = sorted(p.name for p in out.iterdir())
