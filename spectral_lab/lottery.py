@@ -37,7 +37,7 @@ from torch import nn
 from .data import ClassificationData
 from .pruning import Mask, apply_mask, layer_densities, magnitude_mask, mask_density, random_mask_like
 from .record import RunRecord
-from .spectra import agreement, agreement_from_vectors, diagonal_mean
+from .spectra import agreement, diagonal_mean
 from .supervised import ClassifierConfig, FitResult, fit
 from .views import LayerSelector, find_matrices
 
@@ -258,11 +258,5 @@ def run_agreement(record: RunRecord, reference: RunRecord, k: int = 10,
     steps = np.intersect1d(record.steps, reference.steps)
     if steps.size == 0:
         raise ValueError("the two records share no snapshot step")
-    mine = [record.index_of(s) for s in steps]
-    theirs = [reference.index_of(s) for s in steps]
-    out = {}
-    for name in (record.layers if layers is None else list(layers)):
-        U, Vh = record.series(name, "U")[mine], record.series(name, "Vh")[mine]
-        U_ref, Vh_ref = reference.series(name, "U")[theirs], reference.series(name, "Vh")[theirs]
-        out[name] = diagonal_mean(agreement_from_vectors(U, Vh, U_ref, Vh_ref), k)
-    return steps, out
+    S = record.agreement_with(reference, layers=layers, steps=steps)
+    return steps, {name: diagonal_mean(matrices, k) for name, matrices in S.items()}

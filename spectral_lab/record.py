@@ -183,17 +183,20 @@ class RunRecord:
             raise KeyError(f"no snapshot at step {step}; snapshots span {self._steps[:1]}..{self._steps[-1:]}") from None
 
     def agreement_with(self, reference: "str | RunRecord" = "final", reference_step: int | None = None,
-                       layers: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Singular-vector agreement ``S(t)`` of every snapshot with a reference, per layer ``(T, k, k)``.
+                       layers: Iterable[str] | None = None, steps: Iterable[int] | None = None) -> dict[str, np.ndarray]:
+        """Singular-vector agreement ``S(t)`` of snapshots with a reference, per layer ``(T, k, k)``.
 
         * ``"final"``: against this record's last snapshot (the paper's section 7.1);
         * another ``RunRecord``: against its snapshot at the same step (lottery
           tickets: masked vs dense run), or at ``reference_step`` if given
           (linear mode connectivity: endpoint vs endpoint).
+
+        ``steps``: the snapshots of this record to compare (default: all of them).
         """
         if not self._steps:
             raise ValueError("the record has no snapshots yet")
         names = self.layers if layers is None else list(layers)
+        rows = list(range(len(self._steps))) if steps is None else [self.index_of(s) for s in steps]
         if isinstance(reference, str):
             if reference != "final":
                 raise ValueError(f"reference must be 'final' or a RunRecord, got {reference!r}")
@@ -202,7 +205,7 @@ class RunRecord:
             raise TypeError(f"reference must be 'final' or a RunRecord, got {type(reference).__name__}")
         out = {}
         for name in names:
-            U, Vh = self.series(name, "U"), self.series(name, "Vh")
+            U, Vh = self.series(name, "U")[rows], self.series(name, "Vh")[rows]
             if name not in reference._layers:
                 raise KeyError(f"layer {name!r} is not in the reference record")
             U_ref_all, Vh_ref_all = reference.series(name, "U"), reference.series(name, "Vh")
@@ -212,7 +215,7 @@ class RunRecord:
                 i = reference.index_of(reference_step)
                 U_ref, Vh_ref = U_ref_all[i][None], Vh_ref_all[i][None]
             else:
-                idx = [reference.index_of(s) for s in self._steps]
+                idx = [reference.index_of(self._steps[row]) for row in rows]
                 U_ref, Vh_ref = U_ref_all[idx], Vh_ref_all[idx]
             out[name] = agreement_from_vectors(U, Vh, U_ref, Vh_ref)
         return out

@@ -39,7 +39,7 @@ from .models import CNN1d, MLP
 from .record import RunRecord
 from .runtime import get_device, seed_everything
 from .tracker import SpectralTracker
-from .training import plain_config, progress_bar
+from .training import loss_and_accuracy, plain_config, progress_bar
 
 __all__ = ["ClassifierConfig", "FitResult", "fit", "evaluate_classifier", "batch_order"]
 
@@ -181,15 +181,6 @@ class FitResult:
 
 
 @torch.no_grad()
-def _loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(y), chunk):
-        logits = model(x[start:start + chunk])  # (n, classes)
-        total_loss += float(F.cross_entropy(logits, y[start:start + chunk], reduction="sum"))
-        correct += int((logits.argmax(dim=-1) == y[start:start + chunk]).sum())
-    return total_loss / len(y), correct / len(y)
-
-
 def evaluate_classifier(model: nn.Module, data: ClassificationData) -> dict[str, float]:
     """``train_loss``, ``train_acc`` (on the labels trained on, random ones included), ``test_loss``, ``test_acc``.
 
@@ -198,8 +189,8 @@ def evaluate_classifier(model: nn.Module, data: ClassificationData) -> dict[str,
     was_training = model.training
     model.eval()
     try:
-        train_loss, train_acc = _loss_and_accuracy(model, data.train_x, data.train_y)
-        test_loss, test_acc = _loss_and_accuracy(model, data.test_x, data.test_y)
+        train_loss, train_acc = loss_and_accuracy(model, data.train_x, data.train_y)
+        test_loss, test_acc = loss_and_accuracy(model, data.test_x, data.test_y)
     finally:
         model.train(was_training)
     return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}

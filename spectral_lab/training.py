@@ -32,7 +32,7 @@ from .record import RunRecord
 from .runtime import get_device, seed_everything
 from .tracker import SpectralTracker
 
-__all__ = ["TrainResult", "train", "evaluate", "pruned_losses", "checkpoint_path", "load_or_train",
+__all__ = ["TrainResult", "train", "evaluate", "loss_and_accuracy", "pruned_losses", "checkpoint_path", "load_or_train",
            "HISTORY_FIELDS", "plain_config", "progress_bar"]
 
 #: What :func:`evaluate` measures every ``eval_every`` steps (and the record keeps under ``meta["history"]``).
@@ -59,17 +59,21 @@ class TrainResult:
 
 
 @torch.no_grad()
-def _loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    logits = model(x)  # (N, p)
-    loss = F.cross_entropy(logits, y)
-    accuracy = (logits.argmax(dim=-1) == y).float().mean()
-    return float(loss), float(accuracy)
+def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
+    """Mean cross-entropy and fraction correct of ``model`` on ``(x, y)``, in chunks of ``chunk`` examples
+    (so that a large test set never needs all its logits in memory at once)."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), chunk):
+        logits = model(x[start:start + chunk])  # (n, classes)
+        total_loss += float(F.cross_entropy(logits, y[start:start + chunk], reduction="sum"))
+        correct += int((logits.argmax(dim=-1) == y[start:start + chunk]).sum())
+    return total_loss / len(y), correct / len(y)
 
 
 def evaluate(model: nn.Module, data: ModularData) -> dict[str, float]:
     """Full-batch ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` (cross-entropy, fraction correct)."""
-    train_loss, train_acc = _loss_and_accuracy(model, data.train_x, data.train_y)
-    val_loss, val_acc = _loss_and_accuracy(model, data.test_x, data.test_y)
+    train_loss, train_acc = loss_and_accuracy(model, data.train_x, data.train_y)
+    val_loss, val_acc = loss_and_accuracy(model, data.test_x, data.test_y)
     return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
 
 
@@ -82,7 +86,7 @@ def pruned_losses(model: nn.Module, data: ModularData, fraction: float = 0.5) ->
     """
     out = {}
     for keep in ("top", "bottom"):
-        loss, acc = _loss_and_accuracy(svd_prune(model, keep, fraction), data.test_x, data.test_y)
+        loss, acc = loss_and_accuracy(svd_prune(model, keep, fraction), data.test_x, data.test_y)
         out[f"val_loss_svd_{keep}"], out[f"val_acc_svd_{keep}"] = loss, acc
     return out
 

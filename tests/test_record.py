@@ -166,6 +166,8 @@ def test_agreement_with_another_run_at_the_same_step_and_at_a_fixed_step():
     S_other = same.agreement_with(other, reference_step=12)["2"]
     assert S_other.shape == (4, 3, 3)
     assert np.diagonal(S_other[-1]).mean() < 0.5  # independent initialisations share no directions
+    S_some = same.agreement_with(other, steps=[4, 12])["2"]  # a subset of the snapshots, same-step mode
+    np.testing.assert_array_equal(S_some, same.agreement_with(other)["2"][[1, 3]])
 
 
 def test_bad_lookups_say_what_exists(record):
