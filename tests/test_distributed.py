@@ -217,3 +217,13 @@ def test_ray_engine_matches_serial():
     for a, b in zip(serial.value.results, ray.value.results):
         if a is not None:
             assert_same(a, b)
+
+
+def test_dask_engine_takes_a_cluster_object_and_leaves_it_running():
+    """What dask_jobqueue.SLURMCluster users do: pass the Cluster; the sweep closes only its client."""
+    distributed_ = pytest.importorskip("distributed", reason='needs the [dask] extra: pip install "spectral-lab[dask]"')
+    with distributed_.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        records = sweep([tiny(0), tiny(1)], engine="dask", address=cluster, progress=False)
+        assert [r.config["seed"] for r in records] == [0, 1]
+        assert_same(records[0], train_record(tiny(0)))
+        assert cluster.status.name == "running" and len(cluster.workers) == 1
