@@ -227,3 +227,23 @@ def test_dask_engine_takes_a_cluster_object_and_leaves_it_running():
         assert [r.config["seed"] for r in records] == [0, 1]
         assert_same(records[0], train_record(tiny(0)))
         assert cluster.status.name == "running" and len(cluster.workers) == 1
+
+
+def cuda_run(config) -> tuple[str, str, int]:
+    """Where a run trained: the worker's CUDA_VISIBLE_DEVICES, the record's device, and the GPUs it could see."""
+    import torch
+
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), train_record(config).meta["device"], torch.cuda.device_count()
+
+
+@pytest.mark.gpu
+def test_local_engine_puts_one_worker_on_each_gpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    n = torch.cuda.device_count()
+    seen = sweep([tiny(seed).with_overrides(device="cuda") for seed in range(2 * n)], cuda_run, engine="local",
+                 gpus=n, progress=False)
+    assert {visible for visible, _, _ in seen} == {str(i) for i in range(n)}  # every GPU got work
+    assert all(device.startswith("cuda") and count == 1 for _, device, count in seen)  # each worker saw one GPU
