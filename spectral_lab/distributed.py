@@ -90,6 +90,10 @@ ENGINES = ("serial", "local", "dask", "ray")
 INSTALL_HINT = 'pip install "spectral-lab[dask]"'
 RAY_INSTALL_HINT = 'pip install "spectral-lab[ray]"'
 
+#: No dashboard; the scheduler's HTTP server (which runs regardless) on a free local port, not on 8787,
+#: where it would warn (and fail a run whose warnings are errors) when another cluster holds that port.
+LOCAL_SCHEDULER = {"dashboard_address": "127.0.0.1:0"}
+
 #: What a LocalCluster's nanny writes into this process's environment (restored after a sweep).
 _SPAWN_ENV = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -323,7 +327,8 @@ def _run_dask(engine, address, todo: dict, outs: dict, run, retries: int, worker
             if engine == "local":
                 n = gpus or workers or min(len(todo), os.cpu_count() or 1)
                 cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                                   dashboard_address=None, silence_logs=logging.ERROR,
+                                                   scheduler_kwargs=LOCAL_SCHEDULER)
                 client = distributed.Client(cluster)
                 if gpus:
                     client.wait_for_workers(n)

@@ -65,6 +65,14 @@ def test_serial_returns_records_in_config_order():
 
 
 def test_local_engine_on_two_workers_matches_serial_and_reports_failures(tmp_path):
+    import socket
+
+    busy = socket.socket()  # another cluster's HTTP server on Dask's default port must not disturb ours
+    try:
+        busy.bind(("127.0.0.1", 8787))
+        busy.listen()
+    except OSError:
+        pass  # taken already: the same situation
     configs = [tiny(0), broken(), tiny(1)]
     before = os.environ.get("OMP_NUM_THREADS")
     with pytest.raises(SweepError) as serial:
@@ -82,6 +90,7 @@ def test_local_engine_on_two_workers_matches_serial_and_reports_failures(tmp_pat
             assert_same(a, b)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(result_path(tmp_path, c).name
                                                                 for c in (configs[0], configs[2]))
+    busy.close()
 
 
 def test_failing_config_is_reported_and_the_others_are_saved(tmp_path):
@@ -222,7 +231,8 @@ def test_ray_engine_matches_serial():
 def test_dask_engine_takes_a_cluster_object_and_leaves_it_running():
     """What dask_jobqueue.SLURMCluster users do: pass the Cluster; the sweep closes only its client."""
     distributed_ = pytest.importorskip("distributed", reason='needs the [dask] extra: pip install "spectral-lab[dask]"')
-    with distributed_.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed_.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   scheduler_kwargs=distributed.LOCAL_SCHEDULER) as cluster:
         records = sweep([tiny(0), tiny(1)], engine="dask", address=cluster, progress=False)
         assert [r.config["seed"] for r in records] == [0, 1]
         assert_same(records[0], train_record(tiny(0)))
