@@ -12,6 +12,10 @@ and the derived metrics. Usage, in any plain loop::
         tracker.step(step, model, loss=loss.item())
     tracker.record.save("runs/mlp.npz")
 
+In someone else's training loop, a callback drives it: :meth:`SpectralTracker.lightning_callback`
+and :meth:`SpectralTracker.hf_callback` (:mod:`spectral_lab.integrations`). Sinks
+(TensorBoard, W&B, MLflow) receive every snapshot as it is taken.
+
 The tracker attaches nothing to the model (no hooks, no global state): it
 reads the parameters when ``step`` says a snapshot is due.
 """
@@ -19,6 +23,7 @@ reads the parameters when ``step`` says a snapshot is due.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -83,6 +88,10 @@ class SpectralTracker:
             snapshot (memory grows with the model; off by default).
         config, seed: stored in the record's metadata (``asdict(config)``).
         record: a :class:`RunRecord` to append to, to resume a run.
+        sinks: where every snapshot is also sent as it is taken (TensorBoard, W&B,
+            MLflow: :mod:`spectral_lab.integrations.sinks`); more with :meth:`add_sink`.
+        path: where :meth:`close` saves the record (the training callbacks call
+            it at the end of training); ``None`` keeps it in memory only.
 
     Matrices of equal shape, dtype and device are decomposed in one batched
     ``torch.linalg.svd`` call on the device they live on.
@@ -90,7 +99,7 @@ class SpectralTracker:
 
     def __init__(self, model: nn.Module, every=100, top_k: int = 10, layers: LayerSelector = None,
                  pairs="infer", keep_weights: bool = False, config: Any = None, seed: int | None = None,
-                 record: RunRecord | None = None):
+                 record: RunRecord | None = None, sinks: Iterable = (), path: str | Path | None = None):
         self.every = _check_every(every)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -107,6 +116,10 @@ class SpectralTracker:
             self._check_resumable(record, shapes)
         self.record = record
         self._first: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.sinks: list = []
+        for sink in sinks:
+            self.add_sink(sink)
+        self.path = Path(path) if path is not None else None
 
     def __repr__(self) -> str:
         every = self.every if isinstance(self.every, int) else f"{len(self.every)} steps"
@@ -221,6 +234,8 @@ class SpectralTracker:
             alignments.append(alignment_from_vectors(U_prev[:, :k].to(Vh_next.dtype), Vh_next[:k]))
         layers = {name: {f: v.cpu().numpy() for f, v in fields.items()} for name, fields in on_device.items()}
         self.record.append(step, {n: layers[n] for n in self._by_name}, [a.cpu().numpy() for a in alignments], values)
+        for sink in self.sinks:
+            sink.push(self.record, -1)
 
     def _views(self, model: nn.Module) -> dict[str, torch.Tensor]:
         views = {}
@@ -244,3 +259,42 @@ class SpectralTracker:
     def save(self, path) -> None:
         """Save the record so far atomically (see :meth:`RunRecord.save`)."""
         self.record.save(path)
+
+    # ---- sinks and training frameworks ---------------------------------------------------------------
+    def add_sink(self, sink) -> "SpectralTracker":
+        """Send every later snapshot to ``sink`` too (a :class:`spectral_lab.integrations.Sink`)."""
+        if not (callable(getattr(sink, "push", None)) and callable(getattr(sink, "finish", None))):
+            raise TypeError(f"a sink needs push(record, index) and finish(record) methods, got {type(sink).__name__}; "
+                            "see spectral_lab.integrations.sinks")
+        self.sinks.append(sink)
+        return self
+
+    def close(self) -> None:
+        """End of training: save the record to :attr:`path` (if given), send figures to the sinks and close them."""
+        if self.path is not None and len(self.record):
+            self.record.save(self.path)
+        for sink in self.sinks:
+            sink.finish(self.record)
+
+    def lightning_callback(self):
+        """A PyTorch Lightning callback that drives this tracker: ``Trainer(callbacks=[tracker.lightning_callback()])``.
+
+        One snapshot per optimizer step that is due (``trainer.global_step``, so
+        gradient accumulation does not repeat steps), taken on rank 0; sharded
+        weights gathered or refused with a message; :meth:`close` at the end.
+        Needs ``pip install "spectral-lab[lightning]"`` (details: :mod:`spectral_lab.integrations.callbacks`).
+        """
+        from .integrations.callbacks import lightning_callback
+
+        return lightning_callback(self)
+
+    def hf_callback(self, log_at_snapshots: bool = True):
+        """A Hugging Face ``TrainerCallback`` that drives this tracker: ``Trainer(callbacks=[tracker.hf_callback()])``.
+
+        Snapshots at ``state.global_step`` (optimizer steps), on the main process;
+        with ``log_at_snapshots`` the Trainer also logs at snapshot steps so the
+        record gets its loss. Needs ``pip install "spectral-lab[hf]"``.
+        """
+        from .integrations.callbacks import hf_callback
+
+        return hf_callback(self, log_at_snapshots=log_at_snapshots)
