@@ -4,6 +4,8 @@
 * :func:`mnist1d` and :func:`digits` - small classification sets for the memorization,
   lottery-ticket and linear-mode-connectivity chapters, as :class:`ClassificationData`,
   whose training labels can be randomized with a fixed seed.
+* :func:`grammar_corpus` - sentences from a small probabilistic grammar (:data:`GRAMMAR`),
+  the text of the language model in "Across architectures", as a :class:`Corpus`.
 
 Modular addition:
 
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ModularData", "modular_addition", "ClassificationData", "mnist1d", "digits"]
+__all__ = ["ModularData", "modular_addition", "ClassificationData", "mnist1d", "digits", "Corpus", "GRAMMAR",
+           "grammar_corpus"]
 
 
 @dataclass(frozen=True)
@@ -212,3 +215,94 @@ def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> 
     n_test = round(test_fraction * len(y))
     test, train = order[:n_test], order[n_test:]
     return _as_data("digits", 10, x[train], y[train], x[test], y[test])
+
+
+# ---- a generated corpus for the language model of chapter "Across architectures" ----------------------
+#: A probabilistic grammar of tiny English sentences with number agreement between subject and verb (also
+#: across a prepositional phrase) and optional recursion. ``symbol: [(probability, expansion), ...]``;
+#: symbols in capitals expand, anything else is a word.
+GRAMMAR: dict[str, list[tuple[float, tuple[str, ...]]]] = {
+    "S": [(0.5, ("NP_SG", "VP_SG", ".")), (0.5, ("NP_PL", "VP_PL", "."))],
+    "NP_SG": [(0.55, ("DET_SG", "N_SG")), (0.3, ("DET_SG", "ADJ", "N_SG")), (0.15, ("DET_SG", "N_SG", "PP"))],
+    "NP_PL": [(0.55, ("DET_PL", "N_PL")), (0.3, ("DET_PL", "ADJ", "N_PL")), (0.15, ("DET_PL", "N_PL", "PP"))],
+    "NP": [(0.5, ("NP_SG",)), (0.5, ("NP_PL",))],
+    "PP": [(1.0, ("P", "NP"))],
+    "VP_SG": [(0.45, ("VT_SG", "NP")), (0.3, ("VI_SG",)), (0.25, ("VI_SG", "ADV"))],
+    "VP_PL": [(0.45, ("VT_PL", "NP")), (0.3, ("VI_PL",)), (0.25, ("VI_PL", "ADV"))],
+    "DET_SG": [(0.5, ("the",)), (0.3, ("a",)), (0.2, ("this",))],
+    "DET_PL": [(0.5, ("the",)), (0.3, ("some",)), (0.2, ("these",))],
+    "ADJ": [(0.3, ("small",)), (0.25, ("old",)), (0.2, ("red",)), (0.15, ("happy",)), (0.1, ("quiet",))],
+    "N_SG": [(0.3, ("cat",)), (0.25, ("dog",)), (0.2, ("bird",)), (0.15, ("child",)), (0.1, ("teacher",))],
+    "N_PL": [(0.3, ("cats",)), (0.25, ("dogs",)), (0.2, ("birds",)), (0.15, ("children",)), (0.1, ("teachers",))],
+    "VT_SG": [(0.35, ("sees",)), (0.25, ("likes",)), (0.25, ("chases",)), (0.15, ("finds",))],
+    "VT_PL": [(0.35, ("see",)), (0.25, ("like",)), (0.25, ("chase",)), (0.15, ("find",))],
+    "VI_SG": [(0.4, ("sleeps",)), (0.35, ("runs",)), (0.25, ("sings",))],
+    "VI_PL": [(0.4, ("sleep",)), (0.35, ("run",)), (0.25, ("sing",))],
+    "ADV": [(0.4, ("quickly",)), (0.35, ("today",)), (0.25, ("again",))],
+    "P": [(0.4, ("near",)), (0.35, ("with",)), (0.25, ("behind",))],
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenized text split into a training and a held-out stream of sentences.
+
+    ``vocab[i]`` is the word of token ``i``; ``train`` and ``test`` are int64
+    token streams ``(n_tokens,)``, sentences one after the other, each ending in ``"."``.
+    """
+
+    vocab: tuple[str, ...]
+    train: torch.Tensor  # (n_train_tokens,)
+    test: torch.Tensor  # (n_test_tokens,)
+
+    def __repr__(self) -> str:
+        return (f"Corpus(vocab={len(self.vocab)} words, train={len(self.train):,} tokens, "
+                f"test={len(self.test):,} tokens, device={self.train.device})")
+
+    def to(self, device: str | torch.device) -> "Corpus":
+        return Corpus(self.vocab, self.train.to(device), self.test.to(device))
+
+    def decode(self, tokens) -> str:
+        """The words of a sequence of token ids, joined by spaces."""
+        return " ".join(self.vocab[int(t)] for t in tokens)
+
+    def windows(self, split: str, length: int) -> torch.Tensor:
+        """The ``split`` stream cut into consecutive non-overlapping windows: ``(n, length)``."""
+        stream = {"train": self.train, "test": self.test}[split]
+        n = len(stream) // length
+        if n < 1:
+            raise ValueError(f"the {split} stream has {len(stream)} tokens, fewer than one window of {length}")
+        return stream[: n * length].reshape(n, length)
+
+
+def _sentence(rng: np.random.Generator, cumulative: dict[str, np.ndarray], symbol: str = "S") -> list[str]:
+    if symbol not in GRAMMAR:
+        return [symbol]
+    rules = GRAMMAR[symbol]
+    choice = min(int(np.searchsorted(cumulative[symbol], rng.random(), side="right")), len(rules) - 1)
+    return [word for part in rules[choice][1] for word in _sentence(rng, cumulative, part)]
+
+
+def grammar_corpus(n_sentences: int = 6000, test_fraction: float = 0.1, seed: int = 0) -> Corpus:
+    """Sentences drawn from :data:`GRAMMAR`, tokenized: offline, seeded, the same on every machine.
+
+    ``n_sentences`` are sampled with ``numpy.random.default_rng(seed)``; the last
+    ``round(test_fraction * n_sentences)`` form the held-out stream. The
+    vocabulary is every word of the grammar in sorted order (41 words, ``"."``
+    included). A sentence has 7 words on average; predicting the verb's
+    number needs the subject, a few tokens back.
+    """
+    if isinstance(n_sentences, bool) or not isinstance(n_sentences, (int, np.integer)) or n_sentences < 2:
+        raise ValueError(f"n_sentences must be an integer >= 2, got {n_sentences!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    vocab = tuple(sorted({w for rules in GRAMMAR.values() for _, exp in rules for w in exp if w not in GRAMMAR}))
+    index = {word: i for i, word in enumerate(vocab)}
+    cumulative = {symbol: np.cumsum([p for p, _ in rules]) for symbol, rules in GRAMMAR.items()}
+    rng = np.random.default_rng(int(seed))
+    sentences = [[index[w] for w in _sentence(rng, cumulative)] for _ in range(int(n_sentences))]
+    n_test = max(1, round(test_fraction * n_sentences))
+    flat = lambda group: torch.tensor([t for s in group for t in s], dtype=torch.int64)  # noqa: E731
+    return Corpus(vocab, flat(sentences[:-n_test]), flat(sentences[-n_test:]))

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Union
 import torch
 from torch import nn
 
-__all__ = ["matrix_view", "split_heads", "split_gates", "find_matrices", "select_layers", "MatrixRef", "LayerSelector"]
+__all__ = ["matrix_view", "split_heads", "split_gates", "centre_tap", "find_matrices", "select_layers", "MatrixRef",
+           "LayerSelector"]
 
 _NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,
@@ -64,6 +65,21 @@ def split_gates(W: torch.Tensor, gates: str = "ifgo") -> dict[str, torch.Tensor]
     if W.ndim != 2 or W.shape[0] % len(gates) != 0:
         raise ValueError(f"a weight with {len(gates)} gates has shape ({len(gates)} h, d), got {tuple(W.shape)}")
     return dict(zip(gates, W.split(W.shape[0] // len(gates), dim=0)))
+
+
+def centre_tap(W: torch.Tensor) -> torch.Tensor:
+    """A convolution kernel ``(c_out, c_in, *kernel)`` at its centre tap: ``(c_out, c_in)``.
+
+    The map from the input channels at a pixel to the output channels at the
+    same pixel. Consecutive convolutions share this channel space, so the
+    alignment of conv layers is measured here (the flattened kernels of
+    :func:`matrix_view` do not share a space). A transposed convolution stores
+    ``(c_in, c_out, *kernel)``: pass ``W.transpose(0, 1)``. Even kernel sizes
+    have no centre; index ``k // 2`` is used.
+    """
+    if W.ndim < 3:
+        raise ValueError(f"expected a convolution kernel (c_out, c_in, *kernel), got shape {tuple(W.shape)}")
+    return W[(slice(None), slice(None), *(k // 2 for k in W.shape[2:]))]
 
 
 def matrix_view(name: str, param: torch.Tensor, module: nn.Module | None = None, *, split: bool = False):
