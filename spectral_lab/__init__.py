@@ -18,7 +18,8 @@ Experiments (chapters "Grokking" and "Weight decay"):
 * :mod:`spectral_lab.training`    - the training loop, with checkpoints and resume
 * :mod:`spectral_lab.pruning`     - SVD pruning
 * :mod:`spectral_lab.sweeps`, :mod:`spectral_lab.analysis` - the weight-decay sweep and what is read from runs
-* ``python -m spectral_lab run NAME`` - the command line (:mod:`spectral_lab.cli`)
+* :mod:`spectral_lab.distributed` - :func:`sweep`: many runs on the serial, local, Dask or Ray engine, resumable
+* ``python -m spectral_lab run NAME`` / ``sweep NAME`` - the command line (:mod:`spectral_lab.cli`)
 
 Experiments (chapters "Memorization", "Lottery tickets", "Linear mode connectivity"):
 
@@ -27,10 +28,20 @@ Experiments (chapters "Memorization", "Lottery tickets", "Linear mode connectivi
 * :mod:`spectral_lab.memorization`, :mod:`spectral_lab.lottery`, :mod:`spectral_lab.connectivity` - one per chapter
 * :mod:`spectral_lab.pruning`     - magnitude and random masks (and SVD pruning)
 
+Across architectures (chapter "The same bias across architectures"):
+
+* :mod:`spectral_lab.architectures` - a ConvNet, an LSTM, a Transformer language model and a diffusion UNet,
+  one training loop, SVD pruning with normalization statistics re-estimated
+
 Spectral theory (chapters "A spectral theory of neural prediction", "Hessian outliers along training"):
 
 * :mod:`spectral_lab.prediction` - learning curves and error geometry from a model's activation spectrum
 * :mod:`spectral_lab.hessian`    - Hessian and G-matrix of softmax regression on a Gaussian mixture, and of any small net
+
+Your own training (chapter "Track your own model"):
+
+* :mod:`spectral_lab.integrations` - Lightning / Hugging Face callbacks (``tracker.lightning_callback()``,
+  ``tracker.hf_callback()``) and TensorBoard / W&B / MLflow sinks; each framework imported only when used
 
 Importing the package has no side effects: no device probing, no seeding, no
 change of precision.
@@ -38,11 +49,12 @@ change of precision.
 
 __version__ = "0.1.0"
 
-from . import analysis, connectivity, hessian, lottery, memorization, plotting, prediction, widgets
+from . import analysis, architectures, connectivity, hessian, integrations, lottery, memorization, plotting, prediction, widgets
 from .distributed import sweep
-from .data import ClassificationData, ModularData, digits, mnist1d, modular_addition
+from .architectures import ArchitectureRun, train_architecture
+from .data import ClassificationData, Corpus, ModularData, digits, grammar_corpus, mnist1d, modular_addition
 from .experiments import EXPERIMENTS, GrokkingConfig, WeightDecaySweep
-from .models import CNN1d, MLP, ModularMLP, ModularTransformer
+from .models import CNN1d, MLP, DigitsCNN, ModularMLP, ModularTransformer, RowLSTM, TinyUNet, TransformerLM
 from .pruning import magnitude_mask, random_mask_like, svd_prune, svd_truncate
 from .record import RunRecord
 from .runtime import get_device, run_mode, seed_everything
@@ -60,14 +72,16 @@ from .spectra import (
 from .supervised import ClassifierConfig, FitResult, fit
 from .tracker import SpectralTracker
 from .training import TrainResult, evaluate, load_or_train, train
-from .views import find_matrices, matrix_view, split_gates, split_heads
+from .views import centre_tap, find_matrices, matrix_view, split_gates, split_heads
 from .widgets import interactive_figure
 
 __all__ = [
     "__version__",
     "analysis",
+    "architectures",
     "connectivity",
     "hessian",
+    "integrations",
     "lottery",
     "memorization",
     "prediction",
@@ -78,6 +92,7 @@ __all__ = [
     "SpectralTracker",
     "agreement",
     "alignment",
+    "centre_tap",
     "diagonal_mean",
     "effective_rank",
     "find_matrices",
@@ -118,4 +133,13 @@ __all__ = [
     "magnitude_mask",
     "mnist1d",
     "random_mask_like",
+    # across architectures
+    "ArchitectureRun",
+    "Corpus",
+    "DigitsCNN",
+    "RowLSTM",
+    "TinyUNet",
+    "TransformerLM",
+    "grammar_corpus",
+    "train_architecture",
 ]
