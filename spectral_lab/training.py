@@ -237,6 +237,7 @@ def train(config, model: nn.Module | None = None, data: ModularData | None = Non
             observe(step + 1)
     finally:
         bar.close()
+    tracker.flush()  # a tracker of your own may decompose in the background
     record.meta["history"] = history
     return TrainResult(record, model, {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
                                        for k, v in history.items()})

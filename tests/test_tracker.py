@@ -248,3 +248,60 @@ def test_cuda_record_matches_cpu(cuda):
     for name in cpu.layers:
         np.testing.assert_allclose(gpu.singular_values(name), cpu.singular_values(name), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(gpu.norm_eff_rank([name]), cpu.norm_eff_rank([name]), rtol=1e-4)
+
+
+# ---- background=True: the SVDs on a worker thread, the same record ----------------------------------
+@pytest.fixture
+def threads():
+    """Set torch's CPU thread count for one test, and put it back."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_background_tracking_warns_without_a_free_core(threads):
+    import os
+
+    threads(os.cpu_count())
+    with pytest.warns(RuntimeWarning, match="leave a core free|Leave a core free"):
+        SpectralTracker(mlp(), background=True)
+
+
+def test_background_tracking_gives_the_same_record(threads):
+    threads(1)
+    records = {}
+    for background in (False, True):
+        model = mlp(seed=3)
+        tracker = SpectralTracker(model, every=3, top_k=4, keep_weights=True, background=background)
+        train(model, tracker, steps=31)  # the weights move between a snapshot and its decomposition
+        records[background] = tracker.record  # waits for the snapshots in flight
+    A, B = records[False].to_arrays(), records[True].to_arrays()
+    assert sorted(A) == sorted(B)
+    for key in A:
+        if key != "__meta__":
+            np.testing.assert_array_equal(A[key], B[key], err_msg=key)
+
+
+def test_background_tracking_refuses_nan_at_the_step_and_raises_worker_errors(monkeypatch, threads):
+    from spectral_lab import tracker as tracker_module
+
+    threads(1)
+    model = mlp()
+    tracker = SpectralTracker(model, every=1, top_k=2, background=True)
+    tracker.step(0, model)
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="at step 1, matrix '2' contains NaN"):
+        tracker.step(1, model)  # checked on the caller's thread, at once
+    assert list(tracker.record.steps) == [0]
+    with torch.no_grad():
+        model[2].weight[0, 0] = 0.0
+
+    def broken_svd(A):
+        raise RuntimeError("the SVD failed")
+
+    monkeypatch.setattr(tracker_module, "_svd_checked", broken_svd)
+    tracker.step(2, model)  # queued; fails on the worker
+    with pytest.raises(RuntimeError, match="the SVD failed"):
+        tracker.flush()
+    assert list(tracker.record.steps) == [0]
