@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass(frozen=True)
-class ArchitectureConfig(ExperimentConfig):
+class ArchitectureConfig(ExperimentConfig, ABC):
     """What the four runs share: optimizer, schedule, length, seeds and how the run is observed.
 
     The learning rate warms up linearly over ``warmup`` steps and then decays
@@ -124,37 +125,40 @@ class ArchitectureConfig(ExperimentConfig):
             return self.lr * (step + 1) / self.warmup
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup) / (self.steps - self.warmup)))
 
-    # ---- what each kind defines ------------------------------------------------------------------
+    # ---- what each kind defines (the four configs below; the base cannot be instantiated) ------------
+    @abstractmethod
     def make_data(self):
-        raise NotImplementedError
+        """The data set, on the CPU."""
 
+    @abstractmethod
     def make_model(self, data) -> nn.Module:
-        raise NotImplementedError
+        """The model, sized for ``data``."""
 
+    @abstractmethod
     def batch(self, data, step: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """The tensors of training step ``step`` (on the data's device)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        raise NotImplementedError
+        """The training loss on one batch."""
 
+    @abstractmethod
     def heldout_loss(self, model: nn.Module, data) -> float:
         """The loss on held-out data, the model in eval mode; the same number every call."""
-        raise NotImplementedError
 
     def norm_inputs(self, data) -> list[torch.Tensor]:
         """Input batches for re-estimating BatchNorm statistics after pruning (none: no BatchNorm)."""
         return []
 
     @classmethod
+    @abstractmethod
     def quick(cls) -> "ArchitectureConfig":
         """A share of about 25 s of a 2-core CPU; each kind defines its own."""
-        raise NotImplementedError(f"{cls.__name__} is the shared base; use one of {', '.join(CONFIGS)}")
 
     @classmethod
+    @abstractmethod
     def full(cls) -> "ArchitectureConfig":
         """Wider and longer, for a GPU; each kind defines its own."""
-        raise NotImplementedError(f"{cls.__name__} is the shared base; use one of {', '.join(CONFIGS)}")
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "ArchitectureConfig"]]:

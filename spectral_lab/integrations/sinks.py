@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ def _image(fig) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-class Sink:
+class Sink(ABC):
     """Where snapshots go. Subclasses implement :meth:`log_scalars`, and may implement
     :meth:`log_figures` and :meth:`close`.
 
@@ -124,8 +125,9 @@ class Sink:
         self.close()
         self.closed = True
 
+    @abstractmethod
     def log_scalars(self, values: dict[str, float], step: int) -> None:
-        raise NotImplementedError
+        """Send ``{name: value}`` at ``step`` to the backend (each sink's one required method)."""
 
     def log_figures(self, figures: dict[str, Any], step: int) -> None:
         """Figures are optional for a sink: the default sends none."""
