@@ -32,13 +32,17 @@ def seconds(configs, engine: str, workers: int | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps (default 1200)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="override the preset's steps (default 1200)"
+    )
     args = parser.parse_args()
     sweep = sl.WeightDecaySweep.quick().with_overrides(device="cpu")
     if args.steps is not None:
         sweep = sweep.with_overrides(steps=args.steps, checkpoint_every=args.steps)
     configs = sweep.configs()
-    train_record(configs[0].with_overrides(steps=1))  # warm this process's lazy torch imports for a fair serial time
+    train_record(
+        configs[0].with_overrides(steps=1)
+    )  # warm this process's lazy torch imports for a fair serial time
     serial = seconds(configs, "serial", None)
     local = seconds(configs, "local", args.workers)
     print(f"quick weight-decay sweep: {len(configs)} runs x {sweep.steps} steps")

@@ -9,7 +9,8 @@
 
 Run:  python benchmarks/tracking.py [--device cuda] [--steps 3000] [--every 100]
 Timings pair the variants back to back (alternating order) and report the median
-ratio, so a noisy machine moves both sides of a ratio together. Not a test: it prints figures and always exits 0.
+ratio, so a noisy machine moves both sides of a ratio together. Not a test: it prints figures and
+always exits 0.
 """
 
 from __future__ import annotations
@@ -38,15 +39,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_seconds(widths, device, steps: int, batch: int, every: int | None, seed: int = 0,
-                  background: bool = False) -> float:
-    """Wall time of a plain SGD loop (MNIST-1D-sized inputs), with or without a tracker (until its record is complete)."""
+def train_seconds(
+    widths,
+    device,
+    steps: int,
+    batch: int,
+    every: int | None,
+    seed: int = 0,
+    background: bool = False,
+) -> float:
+    """Wall time of a plain SGD loop (MNIST-1D-sized inputs), with or without a tracker (until its
+    record is complete)."""
     sl.seed_everything(seed)
     model = make_model(widths, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     X = torch.randn(4000, widths[0], device=device)
     y = torch.randint(0, widths[-1], (4000,), device=device)
-    tracker = sl.SpectralTracker(model, every=every, top_k=10, background=background) if every else None
+    tracker = (
+        sl.SpectralTracker(model, every=every, top_k=10, background=background) if every else None
+    )
     order = torch.randint(0, 4000, (steps, batch), device=device)
     sync(device)
     start = time.perf_counter()
@@ -97,49 +108,79 @@ def snapshot_vs_svd(widths, device, repeats: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=2000, help="training steps per timed run")
-    parser.add_argument("--every", type=int, default=100, help="the chapters' cadence: steps between snapshots")
+    parser.add_argument(
+        "--every", type=int, default=100, help="the chapters' cadence: steps between snapshots"
+    )
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each variant (medians reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs of each variant (medians reported)"
+    )
     parser.add_argument("--width", type=int, default=256, help="hidden width of the 40-W-W-10 MLP")
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1) - 1),
-                        help="torch CPU threads for every variant (default: all cores but one, the core "
-                             "background=True needs; the book's chapters use 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) - 1),
+        help="torch CPU threads for every variant (default: all cores but one, the core "
+        "background=True needs; the book's chapters use 1)",
+    )
     args = parser.parse_args()
     device = sl.get_device(args.device)
     widths = (40, args.width, args.width, 10)
     torch.set_num_threads(args.threads)
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"model: MLP {'-'.join(map(str, widths))}, batch {args.batch}, {args.steps} SGD steps, "
-          f"snapshot every {args.every} steps ({args.steps // args.every} snapshots)")
+    print(
+        f"device: {device} "
+        f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"model: MLP {'-'.join(map(str, widths))}, batch {args.batch}, {args.steps} SGD steps, "
+        f"snapshot every {args.every} steps ({args.steps // args.every} snapshots)"
+    )
 
     train_seconds(widths, device, 200, args.batch, args.every)  # warm-up
-    variants = {"plain": dict(every=None), "tracked": dict(every=args.every),
-                "background": dict(every=args.every, background=True)}
+    variants = {
+        "plain": dict(every=None),
+        "tracked": dict(every=args.every),
+        "background": dict(every=args.every, background=True),
+    }
     seconds = {name: [] for name in variants}
     ratios = {name: [] for name in variants if name != "plain"}
     for repeat in range(args.repeats):
-        # back to back, rotating which goes first, so drift on a shared machine cancels in each ratio
-        names = list(variants)[repeat % 3:] + list(variants)[:repeat % 3]
-        timed = {name: train_seconds(widths, device, args.steps, args.batch, seed=repeat, **variants[name])
-                 for name in names}
+        # back to back, rotating which goes first, so drift on a shared machine cancels in each
+        # ratio
+        names = list(variants)[repeat % 3 :] + list(variants)[: repeat % 3]
+        timed = {
+            name: train_seconds(
+                widths, device, args.steps, args.batch, seed=repeat, **variants[name]
+            )
+            for name in names
+        }
         for name in variants:
             seconds[name].append(timed[name])
         for name in ratios:
             ratios[name].append(timed[name] / timed["plain"])
     for name, label in (("tracked", "on the training thread"), ("background", "background=True")):
         ratio = statistics.median(ratios[name])
-        print(f"(a) training, {label}: median {statistics.median(seconds['plain']):.3f} s without tracking, "
-              f"{statistics.median(seconds[name]):.3f} s with -> ratio {ratio:.3f} (median of {args.repeats} "
-              f"paired runs; target <= 1.05) {'OK' if ratio <= 1.05 else 'OVER'}")
+        print(
+            f"(a) training, {label}: median {statistics.median(seconds['plain']):.3f} s without "
+            "tracking, "
+            f"{statistics.median(seconds[name]):.3f} s with -> ratio {ratio:.3f} (median of "
+            f"{args.repeats} "
+            f"paired runs; target <= 1.05) {'OK' if ratio <= 1.05 else 'OVER'}"
+        )
 
     t_snap, t_svd = snapshot_vs_svd(widths, device, repeats=max(20, 10 * args.repeats))
     ratio_b = t_snap / t_svd
-    print(f"(b) one snapshot: {1e3 * t_snap:.2f} ms, raw batched SVD of the same matrices: {1e3 * t_svd:.2f} ms "
-          f"-> ratio {ratio_b:.3f} (target <= 1.15) {'OK' if ratio_b <= 1.15 else 'OVER'}")
+    print(
+        f"(b) one snapshot: {1e3 * t_snap:.2f} ms, raw batched SVD of the same matrices: "
+        f"{1e3 * t_svd:.2f} ms "
+        f"-> ratio {ratio_b:.3f} (target <= 1.15) {'OK' if ratio_b <= 1.15 else 'OVER'}"
+    )
 
 
 if __name__ == "__main__":

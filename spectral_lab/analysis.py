@@ -1,4 +1,5 @@
-"""Reading run records: when a run generalizes, when its rank falls, and a weight-decay sweep in columns.
+"""Reading run records: when a run generalizes, when its rank falls, and a weight-decay sweep in
+columns.
 
 Plain functions from :class:`~spectral_lab.record.RunRecord` to numbers and
 arrays; no models, no torch. The grokking chapter asks whether the fall of the
@@ -28,17 +29,25 @@ __all__ = [
 
 
 def curve(record: RunRecord, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, values)`` of a scalar such as ``"val_acc"``: the evaluation history if the record has
+    """``(steps, values)`` of a scalar such as ``"val_acc"``: the evaluation history if the record
+    has
     one (every ``eval_every`` steps), else the values at the snapshots."""
     history = record.meta.get("history") or {}
     if name in history and len(history.get("step", [])):
-        return np.asarray(history["step"], dtype=np.int64), np.asarray(history[name], dtype=np.float64)
+        return np.asarray(history["step"], dtype=np.int64), np.asarray(
+            history[name], dtype=np.float64
+        )
     if name not in record.scalars:
-        raise KeyError(f"the record has no scalar {name!r}; it has {', '.join(sorted(record.scalars)) or 'none'}")
+        raise KeyError(
+            f"the record has no scalar {name!r}; it has "
+            f"{', '.join(sorted(record.scalars)) or 'none'}"
+        )
     return record.steps, record.scalars[name]
 
 
-def time_to_generalize(record: RunRecord, threshold: float = 0.95, metric: str = "val_acc") -> float:
+def time_to_generalize(
+    record: RunRecord, threshold: float = 0.95, metric: str = "val_acc"
+) -> float:
     """The first step at which ``metric`` reaches ``threshold``; NaN if it never does."""
     steps, values = curve(record, metric)
     reached = np.flatnonzero(values >= threshold)
@@ -54,7 +63,9 @@ def halfway_step(steps: Sequence[int], values: Sequence[float]) -> float:
     """
     steps, values = np.asarray(steps), np.asarray(values, dtype=np.float64)
     if steps.shape != values.shape or steps.ndim != 1 or steps.size == 0:
-        raise ValueError(f"steps and values must be 1-D of the same length, got {steps.shape} and {values.shape}")
+        raise ValueError(
+            f"steps and values must be 1-D of the same length, got {steps.shape} and {values.shape}"
+        )
     start, end = values[0], values[-1]
     if start == end:
         return float("nan")
@@ -69,7 +80,8 @@ def mean_norm_eff_rank(record: RunRecord, layers: Iterable[str] | None = None) -
 
 
 def rank_drop_step(record: RunRecord, layers: Iterable[str] | None = None) -> float:
-    """The step at which the mean NormEffRank is half way from its start to its end (:func:`halfway_step`)."""
+    """The step at which the mean NormEffRank is half way from its start to its end
+    (:func:`halfway_step`)."""
     return halfway_step(record.steps, mean_norm_eff_rank(record, layers))
 
 
@@ -105,7 +117,9 @@ def sweep_summary(records: Sequence[RunRecord], threshold: float = 0.95) -> dict
         raise ValueError("the records of a sweep must track the same matrices")
     ranks = np.stack([r.norm_eff_rank()[-1] for r in records])  # (n, L)
     summary = {
-        "weight_decay": np.array([r.config.get("weight_decay", np.nan) for r in records], dtype=np.float64),
+        "weight_decay": np.array(
+            [r.config.get("weight_decay", np.nan) for r in records], dtype=np.float64
+        ),
         "layers": np.array(layers),
         "norm_eff_rank": ranks,
         "mean_norm_eff_rank": ranks.mean(axis=1),

@@ -1,4 +1,5 @@
-"""The same bias in four kinds of network: ConvNet, LSTM, Transformer language model, diffusion UNet.
+"""The same bias in four kinds of network: ConvNet, LSTM, Transformer language model, diffusion
+UNet.
 
 The paper's section 4 (SPEC section 2, "Across architectures") trains image
 classifiers, a UNet diffusion model, an LSTM and a Transformer language model,
@@ -13,8 +14,10 @@ config             model (:mod:`spectral_lab.models`)    task and held-out loss
 =================  ====================================  =====================================
 ConvNetConfig      :class:`DigitsCNN`, BatchNorm         digits 8x8, test cross-entropy
 LSTMConfig         :class:`RowLSTM`, 2 layers            digits read row by row, test cross-entropy
-TransformerConfig  :class:`TransformerLM`, LayerNorm     grammar corpus, held-out next-token cross-entropy
-UNetConfig         :class:`TinyUNet`, GroupNorm          denoising 8x8 digits (DDPM), noise MSE at fixed
+TransformerConfig  :class:`TransformerLM`, LayerNorm     grammar corpus, held-out next-token
+cross-entropy
+UNetConfig         :class:`TinyUNet`, GroupNorm          denoising 8x8 digits (DDPM), noise MSE at
+fixed
                                                          steps and noise on held-out digits
 =================  ====================================  =====================================
 
@@ -37,8 +40,8 @@ from __future__ import annotations
 
 import math
 import os
-from abc import ABC, abstractmethod
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -59,8 +62,19 @@ from .supervised import batch_order, evaluate_classifier
 from .tracker import SpectralTracker
 from .training import plain_config, progress_bar
 
-__all__ = ["ArchitectureConfig", "ConvNetConfig", "LSTMConfig", "TransformerConfig", "UNetConfig", "CONFIGS",
-           "ArchitectureRun", "train_architecture", "pruning_losses", "alignment_matrices", "alignment_summary"]
+__all__ = [
+    "ArchitectureConfig",
+    "ConvNetConfig",
+    "LSTMConfig",
+    "TransformerConfig",
+    "UNetConfig",
+    "CONFIGS",
+    "ArchitectureRun",
+    "train_architecture",
+    "pruning_losses",
+    "alignment_matrices",
+    "alignment_summary",
+]
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -79,7 +93,14 @@ class ArchitectureConfig(ExperimentConfig, ABC):
     experiment: ClassVar[str] = "architectures"
     kind: ClassVar[str] = ""
     #: fields that must be positive integers; subclasses add their own
-    positive: ClassVar[tuple[str, ...]] = ("width", "batch_size", "steps", "eval_every", "track_every", "top_k")
+    positive: ClassVar[tuple[str, ...]] = (
+        "width",
+        "batch_size",
+        "steps",
+        "eval_every",
+        "track_every",
+        "top_k",
+    )
     preset: str = "custom"
     width: int = 32
     optimizer: str = "adamw"
@@ -99,7 +120,9 @@ class ArchitectureConfig(ExperimentConfig, ABC):
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         for name in self.positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -108,24 +131,38 @@ class ArchitectureConfig(ExperimentConfig, ABC):
         if not 0 <= self.warmup < self.steps:
             raise ValueError(f"warmup must lie in [0, steps={self.steps}), got {self.warmup}")
         if self.track_every % self.eval_every:
-            raise ValueError(f"track_every={self.track_every} must be a multiple of eval_every={self.eval_every}")
+            raise ValueError(
+                f"track_every={self.track_every} must be a multiple of eval_every={self.eval_every}"
+            )
         for name in ("seed", "data_seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be a non-negative integer, got {getattr(self, name)}"
+                )
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
-                                   weight_decay=self.weight_decay)
+            return torch.optim.SGD(
+                model.parameters(),
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
         return torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up over ``warmup`` steps, then ``lr (1 + cos(pi s / (steps - warmup))) / 2``."""
+        """Linear warm-up over ``warmup`` steps, then ``lr (1 + cos(pi s / (steps - warmup))) /
+        2``."""
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup) / (self.steps - self.warmup)))
+        return (
+            self.lr
+            * 0.5
+            * (1.0 + math.cos(math.pi * (step - self.warmup) / (self.steps - self.warmup)))
+        )
 
-    # ---- what each kind defines (the four configs below; the base cannot be instantiated) ------------
+    # ---- what each kind defines (the four configs below; the base cannot be instantiated)
+    # ------------
     @abstractmethod
     def make_data(self):
         """The data set, on the CPU."""
@@ -147,7 +184,8 @@ class ArchitectureConfig(ExperimentConfig, ABC):
         """The loss on held-out data, the model in eval mode; the same number every call."""
 
     def norm_inputs(self, data) -> list[torch.Tensor]:
-        """Input batches for re-estimating BatchNorm statistics after pruning (none: no BatchNorm)."""
+        """Input batches for re-estimating BatchNorm statistics after pruning (none: no
+        BatchNorm)."""
         return []
 
     @classmethod
@@ -175,7 +213,9 @@ class _DigitsClassifier:
         n = len(data.train_y)
         per_epoch = n // self.batch_size
         order = batch_order(self.data_seed, step // per_epoch, n).to(data.train_y.device)
-        rows = order[(step % per_epoch) * self.batch_size:(step % per_epoch + 1) * self.batch_size]
+        rows = order[
+            (step % per_epoch) * self.batch_size : (step % per_epoch + 1) * self.batch_size
+        ]
         return data.train_x[rows], data.train_y[rows]
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
@@ -188,7 +228,8 @@ class _DigitsClassifier:
 
 @dataclass(frozen=True)
 class ConvNetConfig(_DigitsClassifier, ArchitectureConfig):
-    """:class:`~spectral_lab.models.DigitsCNN` (``width`` channels, BatchNorm) on digits, SGD with momentum."""
+    """:class:`~spectral_lab.models.DigitsCNN` (``width`` channels, BatchNorm) on digits, SGD with
+    momentum."""
 
     kind: ClassVar[str] = "convnet"
     optimizer: str = "sgd"
@@ -212,7 +253,8 @@ class ConvNetConfig(_DigitsClassifier, ArchitectureConfig):
 
 @dataclass(frozen=True)
 class LSTMConfig(_DigitsClassifier, ArchitectureConfig):
-    """:class:`~spectral_lab.models.RowLSTM` (``width`` hidden units, ``layers`` layers) reading digits row by row."""
+    """:class:`~spectral_lab.models.RowLSTM` (``width`` hidden units, ``layers`` layers) reading
+    digits row by row."""
 
     kind: ClassVar[str] = "lstm"
     positive: ClassVar[tuple[str, ...]] = ArchitectureConfig.positive + ("layers",)
@@ -235,7 +277,8 @@ class LSTMConfig(_DigitsClassifier, ArchitectureConfig):
 
 @dataclass(frozen=True)
 class TransformerConfig(ArchitectureConfig):
-    """:class:`~spectral_lab.models.TransformerLM` (``d_model = width``) on :func:`~spectral_lab.data.grammar_corpus`.
+    """:class:`~spectral_lab.models.TransformerLM` (``d_model = width``) on
+    :func:`~spectral_lab.data.grammar_corpus`.
 
     A batch is ``batch_size`` random windows of ``context + 1`` tokens of the
     training stream; the held-out loss is the mean next-token cross-entropy
@@ -243,8 +286,12 @@ class TransformerConfig(ArchitectureConfig):
     """
 
     kind: ClassVar[str] = "transformer"
-    positive: ClassVar[tuple[str, ...]] = ArchitectureConfig.positive + ("n_heads", "n_layers", "context",
-                                                                         "n_sentences")
+    positive: ClassVar[tuple[str, ...]] = ArchitectureConfig.positive + (
+        "n_heads",
+        "n_layers",
+        "context",
+        "n_sentences",
+    )
     width: int = 64
     n_heads: int = 4
     n_layers: int = 2
@@ -268,7 +315,9 @@ class TransformerConfig(ArchitectureConfig):
         return TransformerLM(len(data.vocab), self.context, self.width, self.n_heads, self.n_layers)
 
     def batch(self, data: Corpus, step: int, generator: torch.Generator):
-        starts = torch.randint(len(data.train) - self.context - 1, (self.batch_size,), generator=generator)
+        starts = torch.randint(
+            len(data.train) - self.context - 1, (self.batch_size,), generator=generator
+        )
         rows = starts[:, None] + torch.arange(self.context + 1)  # (B, context + 1)
         window = data.train[rows.to(data.train.device)]
         return window[:, :-1], window[:, 1:]
@@ -293,13 +342,25 @@ class TransformerConfig(ArchitectureConfig):
 
     @classmethod
     def full(cls) -> "TransformerConfig":
-        return cls(preset="full", width=256, n_heads=8, n_layers=4, context=64, n_sentences=200_000,
-                   batch_size=64, steps=20_000, warmup=500, eval_every=500, track_every=500)
+        return cls(
+            preset="full",
+            width=256,
+            n_heads=8,
+            n_layers=4,
+            context=64,
+            n_sentences=200_000,
+            batch_size=64,
+            steps=20_000,
+            warmup=500,
+            eval_every=500,
+            track_every=500,
+        )
 
 
 @dataclass(frozen=True)
 class UNetConfig(_DigitsClassifier, ArchitectureConfig):
-    """:class:`~spectral_lab.models.TinyUNet` (``width`` channels) trained as a DDPM on digits scaled to [-1, 1].
+    """:class:`~spectral_lab.models.TinyUNet` (``width`` channels) trained as a DDPM on digits
+    scaled to [-1, 1].
 
     ``diffusion_steps`` noise levels with betas linear from 1e-4 to
     ``beta_end``; the model predicts the noise and the loss is its mean
@@ -325,14 +386,22 @@ class UNetConfig(_DigitsClassifier, ArchitectureConfig):
             raise ValueError(f"beta_end must lie in (1e-4, 1), got {self.beta_end}")
 
     def alpha_bar(self, device=None) -> torch.Tensor:
-        """``prod_{s <= t} (1 - beta_s)`` for ``t = 0 .. diffusion_steps - 1``: the signal kept at step t."""
+        """``prod_{s <= t} (1 - beta_s)`` for ``t = 0 .. diffusion_steps - 1``: the signal kept at
+        step t."""
         betas = torch.linspace(1e-4, self.beta_end, self.diffusion_steps, dtype=torch.float64)
         return torch.cumprod(1 - betas, 0).to(device=device, dtype=torch.float32)
 
     def make_data(self) -> ClassificationData:
         data = digits(flatten=False)
-        return ClassificationData(data.name, data.n_classes, 2 * data.train_x - 1, data.train_y,
-                                  2 * data.test_x - 1, data.test_y, data.randomized)
+        return ClassificationData(
+            data.name,
+            data.n_classes,
+            2 * data.train_x - 1,
+            data.train_y,
+            2 * data.test_x - 1,
+            data.test_y,
+            data.randomized,
+        )
 
     def make_model(self, data: ClassificationData) -> nn.Module:
         return TinyUNet(self.width)
@@ -375,16 +444,26 @@ class UNetConfig(_DigitsClassifier, ArchitectureConfig):
 
     @classmethod
     def full(cls) -> "UNetConfig":
-        return cls(preset="full", width=128, diffusion_steps=1000, beta_end=0.02, steps=20_000,
-                   batch_size=128, eval_every=500, track_every=500)
+        return cls(
+            preset="full",
+            width=128,
+            diffusion_steps=1000,
+            beta_end=0.02,
+            steps=20_000,
+            batch_size=128,
+            eval_every=500,
+            track_every=500,
+        )
 
 
 #: Model kind -> config class, in the order of the chapter.
-CONFIGS: dict[str, type[ArchitectureConfig]] = {c.kind: c for c in (ConvNetConfig, LSTMConfig, TransformerConfig,
-                                                                     UNetConfig)}
+CONFIGS: dict[str, type[ArchitectureConfig]] = {
+    c.kind: c for c in (ConvNetConfig, LSTMConfig, TransformerConfig, UNetConfig)
+}
 
 
-# ---- what is measured ------------------------------------------------------------------------------
+# ---- what is measured
+# ------------------------------------------------------------------------------
 @torch.no_grad()
 def alignment_matrices(model: nn.Module, k: int = 10) -> dict[str, np.ndarray]:
     """The paper's cross-layer alignments of ``model``: ``{pair: |Vh_next[:k] @ U_prev[:, :k]|}``.
@@ -394,17 +473,22 @@ def alignment_matrices(model: nn.Module, k: int = 10) -> dict[str, np.ndarray]:
     value is ``(k', k')`` with ``k' = min(k, ranks)``, or ``(H, k', k')`` for
     per-head pairs (see :func:`spectral_lab.spectra.alignment`).
     """
-    return {name: alignment(W_prev.detach().double(), W_next.detach().double(), k).cpu().numpy()
-            for name, (W_prev, W_next) in model.alignment_pairs().items()}
+    return {
+        name: alignment(W_prev.detach().double(), W_next.detach().double(), k).cpu().numpy()
+        for name, (W_prev, W_next) in model.alignment_pairs().items()
+    }
 
 
 def alignment_summary(matrices: dict[str, np.ndarray], k: int = 10) -> dict[str, float]:
-    """The paper's scalar per pair: the mean of the first ``k`` diagonal entries (averaged over heads)."""
+    """The paper's scalar per pair: the mean of the first ``k`` diagonal entries (averaged over
+    heads)."""
     return {name: float(np.mean(diagonal_mean(A, k))) for name, A in matrices.items()}
 
 
 @torch.no_grad()
-def pruning_losses(config: ArchitectureConfig, model: nn.Module, data, fraction: float = 0.5) -> dict[str, float]:
+def pruning_losses(
+    config: ArchitectureConfig, model: nn.Module, data, fraction: float = 0.5
+) -> dict[str, float]:
     """Held-out loss of ``model`` and of its SVD-pruned copies: ``{"full", "top", "bottom"}``.
 
     Every weight matrix but the last layer keeps the top ``ceil(fraction R)``
@@ -448,13 +532,21 @@ class ArchitectureRun:
 
     def __repr__(self) -> str:
         r, p = self.mean_rank, self.pruning
-        return (f"ArchitectureRun({self.config.kind}, {self.config.steps} steps in {self.seconds:.1f} s: "
-                f"mean NormEffRank {r[0]:.3f} -> {r[-1]:.3f}; held-out loss {p['full']:.3g}, "
-                f"top half {p['top']:.3g}, bottom half {p['bottom']:.3g})")
+        return (
+            f"ArchitectureRun({self.config.kind}, {self.config.steps} steps in {self.seconds:.1f} "
+            "s: "
+            f"mean NormEffRank {r[0]:.3f} -> {r[-1]:.3f}; held-out loss {p['full']:.3g}, "
+            f"top half {p['top']:.3g}, bottom half {p['bottom']:.3g})"
+        )
 
 
-def train_architecture(config: ArchitectureConfig, data=None, *, progress: bool | None = None,
-                       out: str | os.PathLike | None = None) -> ArchitectureRun:
+def train_architecture(
+    config: ArchitectureConfig,
+    data=None,
+    *,
+    progress: bool | None = None,
+    out: str | os.PathLike | None = None,
+) -> ArchitectureRun:
     """Train the config's model with tracked spectra, then measure pruning and alignment.
 
     The loop: for each step, set the learning rate, compute ``config.loss`` on
@@ -469,10 +561,21 @@ def train_architecture(config: ArchitectureConfig, data=None, *, progress: bool 
     seed_everything(config.seed)
     model = config.make_model(data).to(device)
     optimizer = config.make_optimizer(model)
-    tracker = SpectralTracker(model, every=config.track_every, top_k=config.top_k, pairs=model.layer_pairs(),
-                              config=config, seed=config.seed)
-    tracker.record.meta.update(experiment=config.experiment, model=config.kind, preset=config.preset,
-                               device=str(device), config=plain_config(config))
+    tracker = SpectralTracker(
+        model,
+        every=config.track_every,
+        top_k=config.top_k,
+        pairs=model.layer_pairs(),
+        config=config,
+        seed=config.seed,
+    )
+    tracker.record.meta.update(
+        experiment=config.experiment,
+        model=config.kind,
+        preset=config.preset,
+        device=str(device),
+        config=plain_config(config),
+    )
     generator = torch.Generator().manual_seed(config.data_seed)
     history: dict[str, list] = {"step": [], "train_loss": [], "test_loss": []}
     aligned = {"start": alignment_matrices(model, config.top_k)}
@@ -508,22 +611,37 @@ def train_architecture(config: ArchitectureConfig, data=None, *, progress: bool 
         bar.close()
     aligned["end"] = alignment_matrices(model, config.top_k)
     pruning = pruning_losses(config, model, data)
-    arrays = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()}
+    arrays = {
+        k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()
+    }
     record = tracker.record
-    record.meta.update(history={k: v.tolist() for k, v in arrays.items()}, pruning=pruning,
-                       alignment={when: alignment_summary(m, config.top_k) for when, m in aligned.items()})
+    record.meta.update(
+        history={k: v.tolist() for k, v in arrays.items()},
+        pruning=pruning,
+        alignment={when: alignment_summary(m, config.top_k) for when, m in aligned.items()},
+    )
     if out is not None:
         record.save(Path(out))
-    return ArchitectureRun(config, model, record, arrays, pruning, aligned, time.perf_counter() - start, data)
+    return ArchitectureRun(
+        config, model, record, arrays, pruning, aligned, time.perf_counter() - start, data
+    )
 
 
-# ---- the command line: python -m spectral_lab run arch_unet --preset full --out runs/unet.npz --------------
-def _cli_run(config: ArchitectureConfig, out, resume: bool = False, progress: bool | None = None) -> RunRecord:
+# ---- the command line: python -m spectral_lab run arch_unet --preset full --out runs/unet.npz
+# --------------
+def _cli_run(
+    config: ArchitectureConfig, out, resume: bool = False, progress: bool | None = None
+) -> RunRecord:
     if resume and Path(out).exists():
         return RunRecord.load(out)  # a finished run: nothing to resume
     return train_architecture(config, out=out, progress=progress).record
 
 
 for _kind, _cls in CONFIGS.items():
-    EXPERIMENTS[f"arch_{_kind}"] = Experiment(_cls, _cli_run, lambda config, out: [Path(out)], ".npz",
-                                              "the run record (.npz), with pruning losses in its metadata")
+    EXPERIMENTS[f"arch_{_kind}"] = Experiment(
+        _cls,
+        _cli_run,
+        lambda config, out: [Path(out)],
+        ".npz",
+        "the run record (.npz), with pruning losses in its metadata",
+    )

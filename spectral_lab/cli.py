@@ -5,7 +5,8 @@
     python -m spectral_lab run grokking --preset full --out runs/grok-wd1.npz --resume
     python -m spectral_lab run weight_decay --preset full --out runs/wd-sweep
     python -m spectral_lab sweep weight_decay --preset full --engine local --gpus 4 --out runs/wd
-    python -m spectral_lab sweep connectivity --preset full --engine dask --address tcp://host:8786 --out runs/lmc
+    python -m spectral_lab sweep connectivity --preset full --engine dask --address tcp://host:8786
+    --out runs/lmc
     python -m spectral_lab list
 
 ``sweep`` runs an experiment made of independent runs through
@@ -45,7 +46,8 @@ class UsageError(Exception):
 
 
 def parse_overrides(config_class: type, items: list[str]) -> dict[str, object]:
-    """``["lr=3e-3", "steps=500"]`` -> ``{"lr": 0.003, "steps": 500}``, typed by ``config_class``'s fields."""
+    """``["lr=3e-3", "steps=500"]`` -> ``{"lr": 0.003, "steps": 500}``, typed by ``config_class``'s
+    fields."""
     types = typing.get_type_hints(config_class)
     names = [f.name for f in fields(config_class)]
     overrides = {}
@@ -55,7 +57,9 @@ def parse_overrides(config_class: type, items: list[str]) -> dict[str, object]:
         if not sep or not key:
             raise UsageError(f"--set expects key=value, got {item!r} (for example --set lr=3e-3)")
         if key not in names:
-            raise UsageError(f"unknown setting {key!r} for {config_class.__name__}; settings: {', '.join(names)}")
+            raise UsageError(
+                f"unknown setting {key!r} for {config_class.__name__}; settings: {', '.join(names)}"
+            )
         try:
             overrides[key] = coerce_value(key, types[key], value)
         except ValueError as err:
@@ -64,34 +68,65 @@ def parse_overrides(config_class: type, items: list[str]) -> dict[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m spectral_lab",
-                                     description="Run the book's experiments and write run records.")
+    parser = argparse.ArgumentParser(
+        prog="python -m spectral_lab",
+        description="Run the book's experiments and write run records.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,list}")
     run = commands.add_parser("run", help="train an experiment and write its record")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which experiment")
     _add_settings(run)
-    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing record instead of failing")
-    sweep = commands.add_parser("sweep", help="run the independent runs of an experiment on an engine")
+    run.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace an existing record instead of failing"
+    )
+    sweep = commands.add_parser(
+        "sweep", help="run the independent runs of an experiment on an engine"
+    )
     sweep.add_argument("experiment", help="which experiment: " + ", ".join(_sweepable()))
     _add_settings(sweep)
-    sweep.add_argument("--engine", default="serial", choices=ENGINES,
-                       help="serial (default), local (worker processes here), dask (--address) or ray")
-    sweep.add_argument("--address", help="the Dask scheduler (tcp://host:8786) or Ray cluster (auto, ray://host:10001)")
+    sweep.add_argument(
+        "--engine",
+        default="serial",
+        choices=ENGINES,
+        help="serial (default), local (worker processes here), dask (--address) or ray",
+    )
+    sweep.add_argument(
+        "--address",
+        help="the Dask scheduler (tcp://host:8786) or Ray cluster (auto, ray://host:10001)",
+    )
     sweep.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     sweep.add_argument("--gpus", type=int, help="local: one worker per GPU; ray: one GPU per run")
-    sweep.add_argument("--retries", type=int, default=2, help="resubmissions of a run whose worker died (default 2)")
+    sweep.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="resubmissions of a run whose worker died (default 2)",
+    )
     commands.add_parser("list", help="list the experiments, their presets and settings")
     return parser
 
 
 def _add_settings(command: argparse.ArgumentParser) -> None:
-    """What ``run`` and ``sweep`` share: the preset, its overrides, the device and where to write."""
-    command.add_argument("--preset", default="quick", help="a named setting, e.g. quick or full (see: list)")
-    command.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    """What ``run`` and ``sweep`` share: the preset, its overrides, the device and where to
+    write."""
+    command.add_argument(
+        "--preset", default="quick", help="a named setting, e.g. quick or full (see: list)"
+    )
+    command.add_argument(
+        "--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps"
+    )
     command.add_argument("--out", help="where to write (default: runs/EXPERIMENT-PRESET)")
-    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="change one setting of the preset; repeatable")
+    command.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one setting of the preset; repeatable",
+    )
 
 
 def _sweepable() -> list[str]:
@@ -113,7 +148,9 @@ def _config(args: argparse.Namespace):
     cls = EXPERIMENTS[args.experiment].config_class
     presets = cls.presets()
     if args.preset not in presets:
-        raise UsageError(f"unknown preset {args.preset!r} for {args.experiment}; presets: {', '.join(presets)}")
+        raise UsageError(
+            f"unknown preset {args.preset!r} for {args.experiment}; presets: {', '.join(presets)}"
+        )
     overrides = parse_overrides(cls, args.overrides)
     if "device" in overrides and args.device != "auto":
         raise UsageError("give the device once: either --device or --set device=..., not both")
@@ -137,14 +174,21 @@ def _report(result) -> None:
             continue
         name = "val_acc" if "val_acc" in item.scalars else "test_acc"
         acc = item.scalars.get(name)
-        tail = f", final {name.replace('_', ' ')} {acc[-1]:.3f}" if acc is not None and len(acc) else ""
+        tail = (
+            f", final {name.replace('_', ' ')} {acc[-1]:.3f}"
+            if acc is not None and len(acc)
+            else ""
+        )
         print(f"{item!r}{tail}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
     if args.experiment not in EXPERIMENTS or EXPERIMENTS[args.experiment].sweep is None:
-        known = f"{args.experiment} is one run: use `run {args.experiment}`" if args.experiment in EXPERIMENTS \
+        known = (
+            f"{args.experiment} is one run: use `run {args.experiment}`"
+            if args.experiment in EXPERIMENTS
             else f"unknown experiment {args.experiment!r}"
+        )
         raise UsageError(f"{known}; experiments that sweep: {', '.join(_sweepable())}")
     if args.engine == "dask" and not args.address:
         raise UsageError("--engine dask needs --address (the scheduler, e.g. tcp://host:8786)")
@@ -153,18 +197,29 @@ def _sweep(args: argparse.Namespace) -> int:
     config = _config(args)
     out = _default_out(args)
     engine = dict(engine=args.engine, retries=args.retries)
-    engine.update({k: v for k, v in dict(address=args.address, workers=args.workers, gpus=args.gpus).items()
-                   if v is not None})
+    engine.update(
+        {
+            k: v
+            for k, v in dict(address=args.address, workers=args.workers, gpus=args.gpus).items()
+            if v is not None
+        }
+    )
     print(f"{args.experiment} ({args.preset}) sweep on {args.engine} -> {out}", file=sys.stderr)
     try:
         result = EXPERIMENTS[args.experiment].sweep(config, out, **engine)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished runs are kept in {out}. Run the same command again to continue.",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted; finished runs are kept in {out}. Run the same command again to "
+            "continue.",
+            file=sys.stderr,
+        )
         return INTERRUPTED
     except SweepError as err:
-        print(f"error: {err}\nthe other runs are kept in {out}; fix the failing configs and run the command again",
-              file=sys.stderr)
+        print(
+            f"error: {err}\nthe other runs are kept in {out}; fix the failing configs and run the "
+            "command again",
+            file=sys.stderr,
+        )
         return 1
     except (ValueError, ImportError) as err:
         raise UsageError(str(err)) from None
@@ -180,15 +235,24 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     out = _default_out(args)
     existing = [str(p) for p in experiment.outputs(config, out) if p.exists()]
     if args.resume and not existing:
-        raise UsageError(f"--resume: nothing to resume at {out}; run without --resume to start the run")
+        raise UsageError(
+            f"--resume: nothing to resume at {out}; run without --resume to start the run"
+        )
     if existing and not (args.resume or args.overwrite):
-        raise UsageError(f"{existing[0]} already exists: add --resume to continue that run, --overwrite to "
-                         "replace it, or choose another --out")
-    print(f"{args.experiment} ({args.preset}) on {get_device(config.device)} -> {out}", file=sys.stderr)
+        raise UsageError(
+            f"{existing[0]} already exists: add --resume to continue that run, --overwrite to "
+            "replace it, or choose another --out"
+        )
+    print(
+        f"{args.experiment} ({args.preset}) on {get_device(config.device)} -> {out}",
+        file=sys.stderr,
+    )
     try:
         result = experiment.run(config, out, resume=args.resume)
     except KeyboardInterrupt:
-        command = shlex.join(["python", "-m", "spectral_lab", *(a for a in argv if a != "--overwrite")])
+        command = shlex.join(
+            ["python", "-m", "spectral_lab", *(a for a in argv if a != "--overwrite")]
+        )
         hint = command if "--resume" in argv else f"{command} --resume"
         print(f"\ninterrupted; the last checkpoint is kept. Continue with: {hint}", file=sys.stderr)
         return INTERRUPTED

@@ -1,4 +1,5 @@
-"""Linear mode connectivity (LMC): interpolate two networks, measure the barrier, compare their spectra.
+"""Linear mode connectivity (LMC): interpolate two networks, measure the barrier, compare their
+spectra.
 
 Two networks ``W1`` and ``W2`` (every parameter) are *linearly connected*
 when every point ``W(alpha) = (1 - alpha) W1 + alpha W2`` of the segment
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 import copy
 import math
-from itertools import combinations
 from dataclasses import asdict, dataclass, field, replace
+from itertools import combinations
 from typing import Callable, ClassVar, Sequence
 
 import numpy as np
@@ -69,28 +70,38 @@ State = dict[str, torch.Tensor]
 
 # ---- the path ------------------------------------------------------------------------------------
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) \
-            or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1] (0: state_a, 1: state_b), got {alpha!r}")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float, np.floating, np.integer))
+        or not 0.0 <= float(alpha) <= 1.0
+    ):
+        raise ValueError(
+            f"alpha must be a number in [0, 1] (0: state_a, 1: state_b), got {alpha!r}"
+        )
     return float(alpha)
 
 
 def _check_states(state_a: State, state_b: State) -> None:
     if set(state_a) != set(state_b):
         only_a, only_b = sorted(set(state_a) - set(state_b)), sorted(set(state_b) - set(state_a))
-        raise ValueError(f"the two state dicts hold different entries: only in state_a {only_a}, "
-                         f"only in state_b {only_b}; interpolate two copies of one architecture")
+        raise ValueError(
+            f"the two state dicts hold different entries: only in state_a {only_a}, "
+            f"only in state_b {only_b}; interpolate two copies of one architecture"
+        )
     for name, a in state_a.items():
         b = state_b[name]
         if tuple(a.shape) != tuple(b.shape):
-            raise ValueError(f"{name!r} has shape {tuple(a.shape)} in state_a and {tuple(b.shape)} in state_b")
+            raise ValueError(
+                f"{name!r} has shape {tuple(a.shape)} in state_a and {tuple(b.shape)} in state_b"
+            )
         if a.is_floating_point() != b.is_floating_point():
             raise ValueError(f"{name!r} is {a.dtype} in state_a and {b.dtype} in state_b")
 
 
 @torch.no_grad()
 def interpolate_states(state_a: State, state_b: State, alpha: float) -> State:
-    """The state dict ``(1 - alpha) * state_a + alpha * state_b``: the point ``alpha`` of the straight path.
+    """The state dict ``(1 - alpha) * state_a + alpha * state_b``: the point ``alpha`` of the
+    straight path.
 
     Only floating-point entries are interpolated (weights, biases, and the
     running statistics of normalisation layers). Integer and boolean entries,
@@ -115,7 +126,8 @@ def interpolate_states(state_a: State, state_b: State, alpha: float) -> State:
 
 
 def as_alphas(alphas: int | Sequence[float] = 11) -> np.ndarray:
-    """The interpolation points: ``n`` evenly spaced in [0, 1] for an int ``n >= 3``, or a sequence as given.
+    """The interpolation points: ``n`` evenly spaced in [0, 1] for an int ``n >= 3``, or a sequence
+    as given.
 
     A sequence must be strictly increasing, lie in [0, 1], start at 0 and end
     at 1 (the endpoints define both barriers) and hold at least one interior
@@ -123,23 +135,33 @@ def as_alphas(alphas: int | Sequence[float] = 11) -> np.ndarray:
     """
     if isinstance(alphas, (int, np.integer)) and not isinstance(alphas, bool):
         if alphas < 3:
-            raise ValueError(f"need at least 3 alphas (both endpoints and one point between), got {alphas}")
+            raise ValueError(
+                f"need at least 3 alphas (both endpoints and one point between), got {alphas}"
+            )
         return np.linspace(0.0, 1.0, int(alphas))
     values = np.asarray(alphas, dtype=np.float64)
     if values.ndim != 1 or values.size < 3:
-        raise ValueError(f"alphas must be an int >= 3 or a 1-D sequence of at least 3 numbers, got {alphas!r}")
+        raise ValueError(
+            f"alphas must be an int >= 3 or a 1-D sequence of at least 3 numbers, got {alphas!r}"
+        )
     if not np.all(np.isfinite(values)) or values.min() < 0.0 or values.max() > 1.0:
-        raise ValueError(f"alphas must lie in [0, 1] (0: the first network, 1: the second), got {values.tolist()}")
+        raise ValueError(
+            "alphas must lie in [0, 1] (0: the first network, 1: the second), got "
+            f"{values.tolist()}"
+        )
     if np.any(np.diff(values) <= 0):
         raise ValueError(f"alphas must be strictly increasing, got {values.tolist()}")
     if values[0] != 0.0 or values[-1] != 1.0:
-        raise ValueError(f"alphas must start at 0 and end at 1 (the two endpoints), got {values.tolist()}")
+        raise ValueError(
+            f"alphas must start at 0 and end at 1 (the two endpoints), got {values.tolist()}"
+        )
     return values
 
 
 @dataclass
 class InterpolationCurve:
-    """Losses and errors (1 - accuracy) along the straight path between two networks, one entry per alpha."""
+    """Losses and errors (1 - accuracy) along the straight path between two networks, one entry per
+    alpha."""
 
     alphas: np.ndarray  # (n,)
     train_loss: np.ndarray  # (n,)
@@ -161,21 +183,29 @@ class InterpolationCurve:
         return getattr(self, f"{split}_{metric}")
 
     def __repr__(self) -> str:
-        return (f"InterpolationCurve({len(self.alphas)} alphas, train loss {self.train_loss[0]:.3g} -> "
-                f"max {self.train_loss.max():.3g} -> {self.train_loss[-1]:.3g}; "
-                f"loss barrier {self.loss_barrier():.3g}, error barrier {self.error_barrier():.3g})")
+        return (
+            f"InterpolationCurve({len(self.alphas)} alphas, train loss {self.train_loss[0]:.3g} -> "
+            f"max {self.train_loss.max():.3g} -> {self.train_loss[-1]:.3g}; "
+            f"loss barrier {self.loss_barrier():.3g}, error barrier {self.error_barrier():.3g})"
+        )
 
 
 def _refresh_norm_statistics(model: nn.Module, data: ClassificationData, chunk: int = 512) -> None:
-    """Re-estimate BatchNorm running statistics on the training inputs (a no-op without BatchNorm)."""
-    batches = [data.train_x[i:i + chunk] for i in range(0, len(data.train_x), chunk)]
+    """Re-estimate BatchNorm running statistics on the training inputs (a no-op without
+    BatchNorm)."""
+    batches = [data.train_x[i : i + chunk] for i in range(0, len(data.train_x), chunk)]
     torch.optim.swa_utils.update_bn(batches, model)
 
 
 @torch.no_grad()
-def interpolation_curve(model: nn.Module, state_a: State, state_b: State, data: ClassificationData,
-                        alphas: int | Sequence[float] = 11,
-                        transform: Callable[[nn.Module], nn.Module] | None = None) -> InterpolationCurve:
+def interpolation_curve(
+    model: nn.Module,
+    state_a: State,
+    state_b: State,
+    data: ClassificationData,
+    alphas: int | Sequence[float] = 11,
+    transform: Callable[[nn.Module], nn.Module] | None = None,
+) -> InterpolationCurve:
     """Evaluate ``(1 - alpha) state_a + alpha state_b`` (:func:`interpolate_states`) at every alpha.
 
     ``model`` supplies the architecture (a deep copy is loaded, ``model``
@@ -201,8 +231,13 @@ def interpolation_curve(model: nn.Module, state_a: State, state_b: State, data: 
         evaluated = work if transform is None else transform(work)
         rows.append(evaluate_classifier(evaluated, data))
     column = lambda key: np.array([row[key] for row in rows], dtype=np.float64)  # noqa: E731
-    return InterpolationCurve(alphas, column("train_loss"), 1.0 - column("train_acc"),
-                              column("test_loss"), 1.0 - column("test_acc"))
+    return InterpolationCurve(
+        alphas,
+        column("train_loss"),
+        1.0 - column("train_acc"),
+        column("test_loss"),
+        1.0 - column("test_acc"),
+    )
 
 
 # ---- the two barriers ----------------------------------------------------------------------------
@@ -210,7 +245,9 @@ def _path_values(values, alphas) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values, dtype=np.float64)
     alphas = as_alphas(len(values) if alphas is None else alphas)
     if values.shape != alphas.shape:
-        raise ValueError(f"got {values.size} values for {alphas.size} alphas; give one value per alpha")
+        raise ValueError(
+            f"got {values.size} values for {alphas.size} alphas; give one value per alpha"
+        )
     if not np.all(np.isfinite(values)):
         raise ValueError("the values along the path contain NaN or infinity")
     return values, alphas
@@ -244,8 +281,9 @@ def error_barrier(errors, alphas=None) -> float:
 
 # ---- spectra of the two endpoints ----------------------------------------------------------------
 @torch.no_grad()
-def singular_vector_agreement(model_a: nn.Module, model_b: nn.Module, k: int = 10,
-                              layers: LayerSelector = None) -> dict[str, np.ndarray]:
+def singular_vector_agreement(
+    model_a: nn.Module, model_b: nn.Module, k: int = 10, layers: LayerSelector = None
+) -> dict[str, np.ndarray]:
     """Top-k SVA between the same matrix of two networks: layer name -> ``S`` of shape ``(k, k)``.
 
     ``S[j, l] = |u_j . u'_l| * |v_j . v'_l|`` with ``u, v`` the singular vectors
@@ -262,7 +300,10 @@ def singular_vector_agreement(model_a: nn.Module, model_b: nn.Module, k: int = 1
             raise ValueError(f"{ref.name!r} is a matrix of model_a but not of model_b")
         W_a, W_b = ref.view(model_a).detach(), names_b[ref.name].view(model_b).detach()
         if W_a.shape != W_b.shape:
-            raise ValueError(f"{ref.name!r} has shape {tuple(W_a.shape)} in model_a and {tuple(W_b.shape)} in model_b")
+            raise ValueError(
+                f"{ref.name!r} has shape {tuple(W_a.shape)} in model_a and {tuple(W_b.shape)} in "
+                "model_b"
+            )
         result[ref.name] = agreement(W_a, W_b.to(W_a.device), k=k).cpu().numpy()
     return result
 
@@ -287,21 +328,32 @@ def perturb(model: nn.Module, eta: float, seed: int, layers: LayerSelector = Non
     :func:`~spectral_lab.views.find_matrices`; by default every matrix except
     the last (the output layer), as in the paper's code. Biases are kept.
     """
-    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta must be a finite number >= 0 (the noise's norm relative to ||W||), got {eta!r}")
+    if (
+        isinstance(eta, bool)
+        or not isinstance(eta, (int, float, np.floating))
+        or not math.isfinite(eta)
+        or eta < 0
+    ):
+        raise ValueError(
+            f"eta must be a finite number >= 0 (the noise's norm relative to ||W||), got {eta!r}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     refs = find_matrices(model, layers)
     if layers is None:
         if len(refs) < 2:
-            raise ValueError(f"{type(model).__name__} has a single weight matrix, the last layer, "
-                             "which is never perturbed")
+            raise ValueError(
+                f"{type(model).__name__} has a single weight matrix, the last layer, "
+                "which is never perturbed"
+            )
         refs = refs[:-1]
     perturbed = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(int(seed))
     for ref in refs:
         module = perturbed.get_submodule(ref.module) if ref.module else perturbed
-        W = getattr(module, ref.param)  # any shape: the Frobenius norm and iid noise ignore how it is viewed
+        W = getattr(
+            module, ref.param
+        )  # any shape: the Frobenius norm and iid noise ignore how it is viewed
         eps = torch.randn(W.shape, generator=generator, dtype=torch.float64)
         W64 = W.detach().to("cpu", torch.float64)
         norm = torch.linalg.vector_norm(W64)
@@ -311,16 +363,20 @@ def perturb(model: nn.Module, eta: float, seed: int, layers: LayerSelector = Non
 
 
 # ---- SVD pruning ---------------------------------------------------------------------------------
-def svd_pruning_losses(model: nn.Module, data: ClassificationData,
-                       fraction: float = 0.5) -> dict[str, dict[str, float]]:
-    """``{"full": ..., "top": ..., "bottom": ...}``: :func:`evaluate_classifier` of the model and two pruned copies.
+def svd_pruning_losses(
+    model: nn.Module, data: ClassificationData, fraction: float = 0.5
+) -> dict[str, dict[str, float]]:
+    """``{"full": ..., "top": ..., "bottom": ...}``: :func:`evaluate_classifier` of the model and
+    two pruned copies.
 
     ``top`` keeps the top ``ceil(fraction R)`` singular triplets of every
     matrix but the last, ``bottom`` the rest (:func:`spectral_lab.pruning.svd_prune`).
     """
-    return {"full": evaluate_classifier(model, data),
-            "top": evaluate_classifier(svd_prune(model, "top", fraction), data),
-            "bottom": evaluate_classifier(svd_prune(model, "bottom", fraction), data)}
+    return {
+        "full": evaluate_classifier(model, data),
+        "top": evaluate_classifier(svd_prune(model, "top", fraction), data),
+        "bottom": evaluate_classifier(svd_prune(model, "bottom", fraction), data),
+    }
 
 
 # ---- the experiment ------------------------------------------------------------------------------
@@ -366,21 +422,42 @@ class ConnectivityConfig(ClassifierConfig):
         super().validate()
         if not self.trunk_seeds:
             raise ValueError("trunk_seeds must name at least one trunk")
-        if len(set(self.trunk_seeds) | set(self.other_seeds)) != len(self.trunk_seeds) + len(self.other_seeds):
-            raise ValueError(f"trunk_seeds {self.trunk_seeds} and other_seeds {self.other_seeds} must all differ: "
-                             "each is a different initialisation")
+        if len(set(self.trunk_seeds) | set(self.other_seeds)) != len(self.trunk_seeds) + len(
+            self.other_seeds
+        ):
+            raise ValueError(
+                f"trunk_seeds {self.trunk_seeds} and other_seeds {self.other_seeds} must all "
+                "differ: "
+                "each is a different initialisation"
+            )
         if len(self.branch_seeds) < 2 or len(set(self.branch_seeds)) != len(self.branch_seeds):
-            raise ValueError(f"branch_seeds must hold at least two different data-order seeds, got {self.branch_seeds}")
-        if not self.split_steps or any(s < 0 for s in self.split_steps) \
-                or list(self.split_steps) != sorted(set(self.split_steps)):
-            raise ValueError(f"split_steps must be non-negative and strictly increasing, got {self.split_steps}")
+            raise ValueError(
+                "branch_seeds must hold at least two different data-order seeds, got "
+                f"{self.branch_seeds}"
+            )
+        if (
+            not self.split_steps
+            or any(s < 0 for s in self.split_steps)
+            or list(self.split_steps) != sorted(set(self.split_steps))
+        ):
+            raise ValueError(
+                f"split_steps must be non-negative and strictly increasing, got {self.split_steps}"
+            )
         if any(eta <= 0 for eta in self.etas):
-            raise ValueError(f"etas must be positive (eta 0 is the unperturbed pair, always measured), got {self.etas}")
+            raise ValueError(
+                "etas must be positive (eta 0 is the unperturbed pair, always measured), got "
+                f"{self.etas}"
+            )
         if self.etas and self.perturb_step != -1 and self.perturb_step not in self.split_steps:
-            raise ValueError(f"perturb_step={self.perturb_step} must be one of split_steps {self.split_steps} "
-                             "(or -1 for the last), so that its unperturbed pair exists")
+            raise ValueError(
+                f"perturb_step={self.perturb_step} must be one of split_steps {self.split_steps} "
+                "(or -1 for the last), so that its unperturbed pair exists"
+            )
         if self.alphas < 3:
-            raise ValueError(f"alphas must be at least 3 (both endpoints and one point between), got {self.alphas}")
+            raise ValueError(
+                "alphas must be at least 3 (both endpoints and one point between), got "
+                f"{self.alphas}"
+            )
         if self.label_noise:
             raise ValueError("the LMC experiment trains on true labels (label_noise=0)")
 
@@ -392,24 +469,34 @@ class ConnectivityConfig(ClassifierConfig):
     def training_config(self) -> ClassifierConfig:
         """The plain :class:`ClassifierConfig` every trunk and branch is trained with."""
         names = {f.name for f in ClassifierConfig.__dataclass_fields__.values()}
-        return ClassifierConfig(**{name: value for name, value in asdict(self).items() if name in names})
+        return ClassifierConfig(
+            **{name: value for name, value in asdict(self).items() if name in names}
+        )
 
     @classmethod
     def quick(cls) -> "ConnectivityConfig":
-        """MNIST-1D, the MLP, one trunk, 5 split steps, 2 other initialisations, 3 etas: about a minute on a CPU."""
+        """MNIST-1D, the MLP, one trunk, 5 split steps, 2 other initialisations, 3 etas: about a
+        minute on a CPU."""
         return cls(preset="quick")
 
     @classmethod
     def full(cls) -> "ConnectivityConfig":
-        """The paper's design at the offline stand-in's scale: the 1-D CNN, 3 trunks, 3 branches, 11 splits, 5 etas.
+        """The paper's design at the offline stand-in's scale: the 1-D CNN, 3 trunks, 3 branches, 11
+        splits, 5 etas.
 
         The paper's image setting (a VGG on CIFAR-10, splits at fractions of the
         first epochs, several seeds) needs data this project cannot download;
         MNIST-1D with the CNN is its stand-in. About 600,000 SGD steps: a GPU run.
         """
-        return cls(preset="full", model="cnn", trunk_seeds=(0, 1, 2), branch_seeds=(11, 12, 13), other_seeds=(3,),
-                   split_steps=(0, 8, 16, 31, 63, 125, 250, 375, 625, 1000, 2000),
-                   etas=(0.25, 0.5, 1.0, 2.0, 4.0))
+        return cls(
+            preset="full",
+            model="cnn",
+            trunk_seeds=(0, 1, 2),
+            branch_seeds=(11, 12, 13),
+            other_seeds=(3,),
+            split_steps=(0, 8, 16, 31, 63, 125, 250, 375, 625, 1000, 2000),
+            etas=(0.25, 0.5, 1.0, 2.0, 4.0),
+        )
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "ConnectivityConfig"]]:
@@ -418,7 +505,8 @@ class ConnectivityConfig(ClassifierConfig):
 
 @dataclass
 class PairResult:
-    """Two trained networks compared: the interpolation curve between them and the SVA of every matrix.
+    """Two trained networks compared: the interpolation curve between them and the SVA of every
+    matrix.
 
     ``kind`` is ``"split"`` (two branches of one trunk), ``"cross"`` (two
     different initialisations) or ``"perturbed"`` (two branches perturbed at
@@ -447,8 +535,10 @@ class PairResult:
 
     def __repr__(self) -> str:
         scores = ", ".join(f"{name} {self.sva_score(name):.2f}" for name in self.sva)
-        return (f"PairResult({self.label}: loss barrier {self.loss_barrier:.3f}, "
-                f"error barrier {self.error_barrier:.3f}, SVA {scores})")
+        return (
+            f"PairResult({self.label}: loss barrier {self.loss_barrier:.3f}, "
+            f"error barrier {self.error_barrier:.3f}, SVA {scores})"
+        )
 
 
 @dataclass
@@ -469,13 +559,24 @@ class ConnectivityResult:
     seconds: float = 0.0
 
     def select(self, kind: str, **where) -> list[PairResult]:
-        chosen = [p for p in self.pairs if p.kind == kind and all(getattr(p, k) == v for k, v in where.items())]
+        chosen = [
+            p
+            for p in self.pairs
+            if p.kind == kind and all(getattr(p, k) == v for k, v in where.items())
+        ]
         if not chosen:
-            raise ValueError(f"no {kind!r} pairs with {where}; kinds present: {sorted({p.kind for p in self.pairs})}")
+            raise ValueError(
+                f"no {kind!r} pairs with {where}; kinds present: "
+                f"{sorted({p.kind for p in self.pairs})}"
+            )
         return chosen
 
     def _table(self, pairs_by_key: dict, k: int) -> dict[str, np.ndarray]:
-        table = {"loss_barrier": [], "error_barrier": [], **{f"sva:{name}": [] for name in self.layers}}
+        table = {
+            "loss_barrier": [],
+            "error_barrier": [],
+            **{f"sva:{name}": [] for name in self.layers},
+        }
         for pairs in pairs_by_key.values():
             table["loss_barrier"].append(np.mean([p.loss_barrier for p in pairs]))
             table["error_barrier"].append(np.mean([p.error_barrier for p in pairs]))
@@ -484,32 +585,53 @@ class ConnectivityResult:
         return {key: np.asarray(values) for key, values in table.items()}
 
     def by_split(self, k: int = 10) -> dict[str, np.ndarray]:
-        """``split_step`` and, per split, the mean ``loss_barrier``, ``error_barrier`` and ``sva:<layer>`` scores."""
+        """``split_step`` and, per split, the mean ``loss_barrier``, ``error_barrier`` and
+        ``sva:<layer>`` scores."""
         splits = sorted({p.split_step for p in self.select("split")})
         table = self._table({s: self.select("split", split_step=s) for s in splits}, k)
         return {"split_step": np.asarray(splits), **table}
 
     def by_eta(self, k: int = 10) -> dict[str, np.ndarray]:
-        """``eta`` (0 first: the unperturbed pairs at the same split) and the same means as :meth:`by_split`."""
+        """``eta`` (0 first: the unperturbed pairs at the same split) and the same means as
+        :meth:`by_split`."""
         step = self.select("perturbed")[0].split_step
         etas = [0.0] + sorted({p.eta for p in self.select("perturbed")})
-        groups = {eta: (self.select("split", split_step=step) if eta == 0 else self.select("perturbed", eta=eta))
-                  for eta in etas}
+        groups = {
+            eta: (
+                self.select("split", split_step=step)
+                if eta == 0
+                else self.select("perturbed", eta=eta)
+            )
+            for eta in etas
+        }
         return {"eta": np.asarray(etas), **self._table(groups, k)}
 
     def report(self, k: int = 10) -> str:
-        """The result as a text table: barriers and mean top-k SVA per split step (what the CLI prints)."""
+        """The result as a text table: barriers and mean top-k SVA per split step (what the CLI
+        prints)."""
         table = self.by_split(k)
-        lines = [repr(self), f"{'split':>7} {'loss barrier':>13} {'error barrier':>14} {'mean SVA':>9}"]
+        lines = [
+            repr(self),
+            f"{'split':>7} {'loss barrier':>13} {'error barrier':>14} {'mean SVA':>9}",
+        ]
         for i, step in enumerate(table["split_step"]):
             sva = np.mean([table[f"sva:{name}"][i] for name in self.layers])
-            lines.append(f"{step:>7} {table['loss_barrier'][i]:>13.3f} {table['error_barrier'][i]:>14.3f} {sva:>9.2f}")
+            lines.append(
+                f"{step:>7} {table['loss_barrier'][i]:>13.3f} {table['error_barrier'][i]:>14.3f} "
+                f"{sva:>9.2f}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        kinds = {kind: sum(p.kind == kind for p in self.pairs) for kind in ("split", "cross", "perturbed")}
-        return (f"ConnectivityResult({self.config['preset']}: {kinds['split']} split pairs, {kinds['cross']} "
-                f"cross-trunk pairs, {kinds['perturbed']} perturbed pairs; {self.seconds:.0f} s)")
+        kinds = {
+            kind: sum(p.kind == kind for p in self.pairs)
+            for kind in ("split", "cross", "perturbed")
+        }
+        return (
+            f"ConnectivityResult({self.config['preset']}: {kinds['split']} split pairs, "
+            f"{kinds['cross']} "
+            f"cross-trunk pairs, {kinds['perturbed']} perturbed pairs; {self.seconds:.0f} s)"
+        )
 
 
 def _cpu_state(model: nn.Module) -> State:
@@ -536,27 +658,41 @@ class ConnectivityJob:
     other_seed: int | None = None
 
     def __repr__(self) -> str:
-        what = (f"other init {self.other_seed}" if self.other_seed is not None
-                else f"trunk {self.trunk_seed}, split {self.split_step}")
+        what = (
+            f"other init {self.other_seed}"
+            if self.other_seed is not None
+            else f"trunk {self.trunk_seed}, split {self.split_step}"
+        )
         return f"ConnectivityJob({self.config.preset}: {what})"
 
 
 @dataclass
 class JobResult:
-    """What a :class:`ConnectivityJob` returns: its pairs, its pruning test, and the endpoint for the control."""
+    """What a :class:`ConnectivityJob` returns: its pairs, its pruning test, and the endpoint for
+    the control."""
 
     pairs: list[PairResult]
     pruning: dict[str, dict[str, dict[str, float]]]
-    endpoint: State | None = field(default=None, repr=False)  # a branch (or run) at the end, for "cross" pairs
+    endpoint: State | None = field(
+        default=None, repr=False
+    )  # a branch (or run) at the end, for "cross" pairs
 
 
-def connectivity_jobs(config: ConnectivityConfig, parts: Sequence[str] = PARTS) -> list[ConnectivityJob]:
-    """The grid of ``config`` as independent jobs: every (trunk, split step), then every other initialisation."""
+def connectivity_jobs(
+    config: ConnectivityConfig, parts: Sequence[str] = PARTS
+) -> list[ConnectivityJob]:
+    """The grid of ``config`` as independent jobs: every (trunk, split step), then every other
+    initialisation."""
     parts = tuple(parts)
     if "split" not in parts or not set(parts) <= set(PARTS):
-        raise ValueError(f"parts must include 'split' and may add 'cross' and 'perturbed', got {parts}")
-    jobs = [ConnectivityJob(config, parts, trunk_seed=seed, split_step=split)
-            for seed in config.trunk_seeds for split in config.split_steps]
+        raise ValueError(
+            f"parts must include 'split' and may add 'cross' and 'perturbed', got {parts}"
+        )
+    jobs = [
+        ConnectivityJob(config, parts, trunk_seed=seed, split_step=split)
+        for seed in config.trunk_seeds
+        for split in config.split_steps
+    ]
     if "cross" in parts:
         jobs += [ConnectivityJob(config, parts, other_seed=seed) for seed in config.other_seeds]
     return jobs
@@ -574,7 +710,8 @@ def _job_data(recipe: ClassifierConfig, device) -> ClassificationData:
 
 
 def _template(config: ConnectivityConfig, data: ClassificationData, device) -> nn.Module:
-    """A network of the experiment's architecture: interpolation loads each point's weights into it."""
+    """A network of the experiment's architecture: interpolation loads each point's weights into
+    it."""
     seed_everything(config.trunk_seeds[0])
     return config.training_config().make_model(data).to(device)
 
@@ -587,44 +724,88 @@ def run_job(job: ConnectivityJob) -> JobResult:
     data = _job_data(recipe, device)
     seeds = config.branch_seeds
     if job.other_seed is not None:
-        run = fit(replace(recipe, seed=job.other_seed), None, data, data_seed=seeds[0], track=False, progress=False)
+        run = fit(
+            replace(recipe, seed=job.other_seed),
+            None,
+            data,
+            data_seed=seeds[0],
+            track=False,
+            progress=False,
+        )
         return JobResult([], {}, _cpu_state(run.model))
     template = _template(config, data, device)
     trunk_config = replace(recipe, seed=job.trunk_seed)
     seed_everything(job.trunk_seed)
     trunk = trunk_config.make_model(data).to(device)
     split = job.split_step
-    grown = fit(trunk_config, trunk, data, stop_step=split, track=False, progress=False)  # one piece: = in steps
+    grown = fit(
+        trunk_config, trunk, data, stop_step=split, track=False, progress=False
+    )  # one piece: = in steps
 
     def branch(model: nn.Module, data_seed: int) -> nn.Module:
-        return fit(recipe, copy.deepcopy(model), data, start_step=split, optimizer_state=grown.optimizer_state,
-                   data_seed=data_seed, track=False, progress=False).model
+        return fit(
+            recipe,
+            copy.deepcopy(model),
+            data,
+            start_step=split,
+            optimizer_state=grown.optimizer_state,
+            data_seed=data_seed,
+            track=False,
+            progress=False,
+        ).model
 
     pairs = []
 
     def compare(kind: str, label: str, ends: list[nn.Module], **info) -> None:
         for i, j in combinations(range(len(ends)), 2):  # every pair of branches
             a, b = ends[i], ends[j]
-            curve = interpolation_curve(template, a.state_dict(), b.state_dict(), data, config.alphas)
-            pairs.append(PairResult(kind, f"{label}, branches {seeds[i]}/{seeds[j]}", curve,
-                                    singular_vector_agreement(a, b, config.top_k), (_cpu_state(a), _cpu_state(b)),
-                                    split_step=split, trunk_seed=job.trunk_seed, **info))
+            curve = interpolation_curve(
+                template, a.state_dict(), b.state_dict(), data, config.alphas
+            )
+            pairs.append(
+                PairResult(
+                    kind,
+                    f"{label}, branches {seeds[i]}/{seeds[j]}",
+                    curve,
+                    singular_vector_agreement(a, b, config.top_k),
+                    (_cpu_state(a), _cpu_state(b)),
+                    split_step=split,
+                    trunk_seed=job.trunk_seed,
+                    **info,
+                )
+            )
 
     ends = [branch(trunk, s) for s in seeds]
     compare("split", f"trunk {job.trunk_seed}, split {split}", ends)
     pruning = {}
-    if job.trunk_seed == config.trunk_seeds[0] and split in (config.split_steps[0], config.split_steps[-1]):
+    if job.trunk_seed == config.trunk_seeds[0] and split in (
+        config.split_steps[0],
+        config.split_steps[-1],
+    ):
         pruning[f"split {split}"] = svd_pruning_losses(ends[0], data)
     if split == config.perturbed_split and "perturbed" in job.parts:
         for eta in config.etas:
-            compare("perturbed", f"trunk {job.trunk_seed}, split {split}, eta {eta:g}",
-                    [branch(perturb(trunk, eta, s), s) for s in seeds], eta=eta)
-    return JobResult(pairs, pruning, _cpu_state(ends[0]) if split == config.split_steps[-1] else None)
+            compare(
+                "perturbed",
+                f"trunk {job.trunk_seed}, split {split}, eta {eta:g}",
+                [branch(perturb(trunk, eta, s), s) for s in seeds],
+                eta=eta,
+            )
+    return JobResult(
+        pairs, pruning, _cpu_state(ends[0]) if split == config.split_steps[-1] else None
+    )
 
 
-def run_connectivity(config: ConnectivityConfig, progress: bool | None = None, parts: Sequence[str] = PARTS,
-                     engine: str = "serial", out_dir=None, **engine_options) -> ConnectivityResult:
-    """Trunks, branches, other initialisations and perturbed branches; every pair interpolated and compared.
+def run_connectivity(
+    config: ConnectivityConfig,
+    progress: bool | None = None,
+    parts: Sequence[str] = PARTS,
+    engine: str = "serial",
+    out_dir=None,
+    **engine_options,
+) -> ConnectivityResult:
+    """Trunks, branches, other initialisations and perturbed branches; every pair interpolated and
+    compared.
 
     For each trunk (init seed in ``config.trunk_seeds``) and split step ``k``:
     train the trunk with :func:`~spectral_lab.supervised.fit` to step ``k``,
@@ -658,40 +839,71 @@ def run_connectivity(config: ConnectivityConfig, progress: bool | None = None, p
     total = recipe.total_steps(len(data.train_y))
     if config.split_steps[-1] > total:
         raise ValueError(f"split step {config.split_steps[-1]} lies beyond the run's {total} steps")
-    results = sweep(jobs, run_job, engine=engine, out_dir=out_dir, progress=progress,
-                    label=_job_label, **engine_options)
+    results = sweep(
+        jobs,
+        run_job,
+        engine=engine,
+        out_dir=out_dir,
+        progress=progress,
+        label=_job_label,
+        **engine_options,
+    )
     pairs = [pair for result in results for pair in result.pairs]
     pruning = {name: losses for result in results for name, losses in result.pruning.items()}
     data = _job_data(recipe, device)  # again: a job run here may have replaced the cached one
     template = _template(config, data, device)
-    if "cross" in parts:  # every pair of different initialisations: the trunks' first branches, the other runs
-        ends = [(job.trunk_seed if job.other_seed is None else job.other_seed, result.endpoint)
-                for job, result in zip(jobs, results) if result.endpoint is not None]
+    if (
+        "cross" in parts
+    ):  # every pair of different initialisations: the trunks' first branches, the other runs
+        ends = [
+            (job.trunk_seed if job.other_seed is None else job.other_seed, result.endpoint)
+            for job, result in zip(jobs, results)
+            if result.endpoint is not None
+        ]
         for (seed_a, a), (seed_b, b) in combinations(ends, 2):
             curve = interpolation_curve(template, a, b, data, config.alphas)
-            pairs.append(PairResult("cross", f"inits {seed_a}/{seed_b}", curve,
-                                    _state_agreement(template, a, b, config.top_k), (a, b), trunk_seed=seed_a))
+            pairs.append(
+                PairResult(
+                    "cross",
+                    f"inits {seed_a}/{seed_b}",
+                    curve,
+                    _state_agreement(template, a, b, config.top_k),
+                    (a, b),
+                    trunk_seed=seed_a,
+                )
+            )
     layers = [ref.name for ref in find_matrices(template)]
-    return ConnectivityResult(plain_config(config), layers, pairs, pruning, time.perf_counter() - start)
+    return ConnectivityResult(
+        plain_config(config), layers, pairs, pruning, time.perf_counter() - start
+    )
 
 
-def _state_agreement(template: nn.Module, state_a: State, state_b: State, k: int) -> dict[str, np.ndarray]:
+def _state_agreement(
+    template: nn.Module, state_a: State, state_b: State, k: int
+) -> dict[str, np.ndarray]:
     a, b = copy.deepcopy(template), copy.deepcopy(template)
     a.load_state_dict(state_a)
     b.load_state_dict(state_b)
     return singular_vector_agreement(a, b, k)
 
 
-# ---- the command line: python -m spectral_lab sweep connectivity --engine local --out runs/lmc ---------
+# ---- the command line: python -m spectral_lab sweep connectivity --engine local --out runs/lmc
+# ---------
 def _job_label(job: ConnectivityJob) -> str:
-    return f"other_{job.other_seed}" if job.other_seed is not None else f"trunk_{job.trunk_seed}-split_{job.split_step}"
+    return (
+        f"other_{job.other_seed}"
+        if job.other_seed is not None
+        else f"trunk_{job.trunk_seed}-split_{job.split_step}"
+    )
 
 
 def connectivity_outputs(config: ConnectivityConfig, out) -> list:
     """Every file the grid of ``config`` writes under ``out``: one result per job."""
     from .distributed import result_path
 
-    return [result_path(out, job, label=_job_label, record=False) for job in connectivity_jobs(config)]
+    return [
+        result_path(out, job, label=_job_label, record=False) for job in connectivity_jobs(config)
+    ]
 
 
 def _run_for_cli(config, out, resume=False, progress=None):
@@ -705,6 +917,11 @@ def _sweep_for_cli(config, out, progress=None, **engine):
     return run_connectivity(config, progress=progress, out_dir=out, **engine)
 
 
-EXPERIMENTS["connectivity"] = Experiment(ConnectivityConfig, _run_for_cli, connectivity_outputs, "",
-                                         "a folder with one result per (trunk, split step) and other init (.pkl)",
-                                         _sweep_for_cli)
+EXPERIMENTS["connectivity"] = Experiment(
+    ConnectivityConfig,
+    _run_for_cli,
+    connectivity_outputs,
+    "",
+    "a folder with one result per (trunk, split step) and other init (.pkl)",
+    _sweep_for_cli,
+)

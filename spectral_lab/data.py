@@ -25,8 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ModularData", "modular_addition", "ClassificationData", "mnist1d", "digits", "Corpus", "GRAMMAR",
-           "grammar_corpus"]
+__all__ = [
+    "ModularData",
+    "modular_addition",
+    "ClassificationData",
+    "mnist1d",
+    "digits",
+    "Corpus",
+    "GRAMMAR",
+    "grammar_corpus",
+]
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,18 @@ class ModularData:
 
     def __repr__(self) -> str:
         total = self.p**2
-        return (f"ModularData(p={self.p}, train={len(self.train_y)} pairs ({len(self.train_y) / total:.0%}), "
-                f"test={len(self.test_y)} pairs, device={self.train_x.device})")
+        return (
+            f"ModularData(p={self.p}, train={len(self.train_y)} pairs "
+            f"({len(self.train_y) / total:.0%}), "
+            f"test={len(self.test_y)} pairs, device={self.train_x.device})"
+        )
 
     def to(self, device: str | torch.device) -> "ModularData":
-        """The same split with every tensor on ``device`` (full-batch training keeps all of it there)."""
-        return ModularData(self.p, *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+        """The same split with every tensor on ``device`` (full-batch training keeps all of it
+        there)."""
+        return ModularData(
+            self.p, *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+        )
 
 
 def _check_p(p) -> int:
@@ -60,7 +74,8 @@ def _check_p(p) -> int:
 
 
 def modular_addition(p: int, train_fraction: float, seed: int = 0) -> ModularData:
-    """All ``p**2`` pairs ``(a, b)`` labelled ``(a + b) mod p``, split at random into train and test.
+    """All ``p**2`` pairs ``(a, b)`` labelled ``(a + b) mod p``, split at random into train and
+    test.
 
     The first ``int(train_fraction * p**2)`` pairs of a permutation drawn from a
     ``torch.Generator`` seeded with ``seed`` are the training set (the paper's
@@ -68,7 +83,9 @@ def modular_addition(p: int, train_fraction: float, seed: int = 0) -> ModularDat
     the same split on every machine. Returns a :class:`ModularData` on the CPU.
     """
     p = _check_p(p)
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float, np.floating)):
+    if isinstance(train_fraction, bool) or not isinstance(
+        train_fraction, (int, float, np.floating)
+    ):
         raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
     if not 0.0 < float(train_fraction) < 1.0:
         raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {train_fraction}")
@@ -89,7 +106,8 @@ def modular_addition(p: int, train_fraction: float, seed: int = 0) -> ModularDat
     return ModularData(p, x[train], y[train], x[test], y[test])
 
 
-# ---- classification: MNIST-1D and scikit-learn's digits (memorization, lottery tickets, LMC) ---------
+# ---- classification: MNIST-1D and scikit-learn's digits (memorization, lottery tickets, LMC)
+# ---------
 @dataclass(frozen=True)
 class ClassificationData:
     """A train / test split of a classification task, every tensor on one device.
@@ -111,9 +129,12 @@ class ClassificationData:
     def __repr__(self) -> str:
         noisy = int(self.randomized.sum())
         labels = f", {noisy} training labels randomized" if noisy else ""
-        return (f"ClassificationData({self.name!r}, train={len(self.train_y)}, test={len(self.test_y)}, "
-                f"input shape {tuple(self.train_x.shape[1:])}, {self.n_classes} classes{labels}, "
-                f"device={self.train_x.device})")
+        return (
+            f"ClassificationData({self.name!r}, train={len(self.train_y)}, "
+            f"test={len(self.test_y)}, "
+            f"input shape {tuple(self.train_x.shape[1:])}, {self.n_classes} classes{labels}, "
+            f"device={self.train_x.device})"
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -121,8 +142,15 @@ class ClassificationData:
 
     def to(self, device: str | torch.device) -> "ClassificationData":
         """The same split with every tensor on ``device`` (small datasets live there whole)."""
-        return ClassificationData(self.name, self.n_classes, self.train_x.to(device), self.train_y.to(device),
-                                  self.test_x.to(device), self.test_y.to(device), self.randomized.to(device))
+        return ClassificationData(
+            self.name,
+            self.n_classes,
+            self.train_x.to(device),
+            self.train_y.to(device),
+            self.test_x.to(device),
+            self.test_y.to(device),
+            self.randomized.to(device),
+        )
 
     def randomize_labels(self, fraction: float, seed: int = 0) -> "ClassificationData":
         """A copy in which a ``fraction`` of the training labels are replaced by random ones.
@@ -134,9 +162,15 @@ class ClassificationData:
         the chosen examples keep their label by chance. The test set keeps its
         true labels, so test accuracy measures what was learned about the task.
         """
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
-                or not 0.0 <= float(fraction) <= 1.0:
-            raise ValueError(f"fraction must be a number in [0, 1] (0: true labels, 1: all random), got {fraction!r}")
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float, np.floating))
+            or not 0.0 <= float(fraction) <= 1.0
+        ):
+            raise ValueError(
+                "fraction must be a number in [0, 1] (0: true labels, 1: all random), got "
+                f"{fraction!r}"
+            )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         n = len(self.train_y)
@@ -148,17 +182,29 @@ class ClassificationData:
         randomized = self.randomized.cpu().clone()
         randomized[chosen] = True
         device = self.train_y.device
-        return ClassificationData(self.name, self.n_classes, self.train_x, y.to(device),
-                                  self.test_x, self.test_y, randomized.to(device))
+        return ClassificationData(
+            self.name,
+            self.n_classes,
+            self.train_x,
+            y.to(device),
+            self.test_x,
+            self.test_y,
+            randomized.to(device),
+        )
 
 
 def _as_data(name, n_classes, train_x, train_y, test_x, test_y) -> ClassificationData:
     train_x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
     train_y = torch.as_tensor(np.asarray(train_y), dtype=torch.int64)
-    return ClassificationData(name, n_classes, train_x, train_y,
-                              torch.as_tensor(np.asarray(test_x), dtype=torch.float32),
-                              torch.as_tensor(np.asarray(test_y), dtype=torch.int64),
-                              torch.zeros(len(train_y), dtype=torch.bool))
+    return ClassificationData(
+        name,
+        n_classes,
+        train_x,
+        train_y,
+        torch.as_tensor(np.asarray(test_x), dtype=torch.float32),
+        torch.as_tensor(np.asarray(test_y), dtype=torch.int64),
+        torch.zeros(len(train_y), dtype=torch.bool),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,7 +215,9 @@ def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, ...]:
         raise ImportError("MNIST-1D needs the mnist1d package: pip install mnist1d") from error
     args = get_dataset_args()
     args.seed = seed
-    state = np.random.get_state()  # make_dataset seeds numpy's global generator; give the caller theirs back
+    state = (
+        np.random.get_state()
+    )  # make_dataset seeds numpy's global generator; give the caller theirs back
     try:
         raw = make_dataset(args)
     finally:
@@ -203,7 +251,11 @@ def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> 
     """
     from sklearn.datasets import load_digits
 
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not 0 < test_fraction < 1
+    ):
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -217,23 +269,52 @@ def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> 
     return _as_data("digits", 10, x[train], y[train], x[test], y[test])
 
 
-# ---- a generated corpus for the language model of chapter "Across architectures" ----------------------
-#: A probabilistic grammar of tiny English sentences with number agreement between subject and verb (also
-#: across a prepositional phrase) and optional recursion. ``symbol: [(probability, expansion), ...]``;
+# ---- a generated corpus for the language model of chapter "Across architectures"
+# ----------------------
+# : A probabilistic grammar of tiny English sentences with number agreement between subject and verb
+# (also
+# : across a prepositional phrase) and optional recursion. ``symbol: [(probability, expansion),
+# ...]``;
 #: symbols in capitals expand, anything else is a word.
 GRAMMAR: dict[str, list[tuple[float, tuple[str, ...]]]] = {
     "S": [(0.5, ("NP_SG", "VP_SG", ".")), (0.5, ("NP_PL", "VP_PL", "."))],
-    "NP_SG": [(0.55, ("DET_SG", "N_SG")), (0.3, ("DET_SG", "ADJ", "N_SG")), (0.15, ("DET_SG", "N_SG", "PP"))],
-    "NP_PL": [(0.55, ("DET_PL", "N_PL")), (0.3, ("DET_PL", "ADJ", "N_PL")), (0.15, ("DET_PL", "N_PL", "PP"))],
+    "NP_SG": [
+        (0.55, ("DET_SG", "N_SG")),
+        (0.3, ("DET_SG", "ADJ", "N_SG")),
+        (0.15, ("DET_SG", "N_SG", "PP")),
+    ],
+    "NP_PL": [
+        (0.55, ("DET_PL", "N_PL")),
+        (0.3, ("DET_PL", "ADJ", "N_PL")),
+        (0.15, ("DET_PL", "N_PL", "PP")),
+    ],
     "NP": [(0.5, ("NP_SG",)), (0.5, ("NP_PL",))],
     "PP": [(1.0, ("P", "NP"))],
     "VP_SG": [(0.45, ("VT_SG", "NP")), (0.3, ("VI_SG",)), (0.25, ("VI_SG", "ADV"))],
     "VP_PL": [(0.45, ("VT_PL", "NP")), (0.3, ("VI_PL",)), (0.25, ("VI_PL", "ADV"))],
     "DET_SG": [(0.5, ("the",)), (0.3, ("a",)), (0.2, ("this",))],
     "DET_PL": [(0.5, ("the",)), (0.3, ("some",)), (0.2, ("these",))],
-    "ADJ": [(0.3, ("small",)), (0.25, ("old",)), (0.2, ("red",)), (0.15, ("happy",)), (0.1, ("quiet",))],
-    "N_SG": [(0.3, ("cat",)), (0.25, ("dog",)), (0.2, ("bird",)), (0.15, ("child",)), (0.1, ("teacher",))],
-    "N_PL": [(0.3, ("cats",)), (0.25, ("dogs",)), (0.2, ("birds",)), (0.15, ("children",)), (0.1, ("teachers",))],
+    "ADJ": [
+        (0.3, ("small",)),
+        (0.25, ("old",)),
+        (0.2, ("red",)),
+        (0.15, ("happy",)),
+        (0.1, ("quiet",)),
+    ],
+    "N_SG": [
+        (0.3, ("cat",)),
+        (0.25, ("dog",)),
+        (0.2, ("bird",)),
+        (0.15, ("child",)),
+        (0.1, ("teacher",)),
+    ],
+    "N_PL": [
+        (0.3, ("cats",)),
+        (0.25, ("dogs",)),
+        (0.2, ("birds",)),
+        (0.15, ("children",)),
+        (0.1, ("teachers",)),
+    ],
     "VT_SG": [(0.35, ("sees",)), (0.25, ("likes",)), (0.25, ("chases",)), (0.15, ("finds",))],
     "VT_PL": [(0.35, ("see",)), (0.25, ("like",)), (0.25, ("chase",)), (0.15, ("find",))],
     "VI_SG": [(0.4, ("sleeps",)), (0.35, ("runs",)), (0.25, ("sings",))],
@@ -256,8 +337,10 @@ class Corpus:
     test: torch.Tensor  # (n_test_tokens,)
 
     def __repr__(self) -> str:
-        return (f"Corpus(vocab={len(self.vocab)} words, train={len(self.train):,} tokens, "
-                f"test={len(self.test):,} tokens, device={self.train.device})")
+        return (
+            f"Corpus(vocab={len(self.vocab)} words, train={len(self.train):,} tokens, "
+            f"test={len(self.test):,} tokens, device={self.train.device})"
+        )
 
     def to(self, device: str | torch.device) -> "Corpus":
         return Corpus(self.vocab, self.train.to(device), self.test.to(device))
@@ -271,15 +354,21 @@ class Corpus:
         stream = {"train": self.train, "test": self.test}[split]
         n = len(stream) // length
         if n < 1:
-            raise ValueError(f"the {split} stream has {len(stream)} tokens, fewer than one window of {length}")
+            raise ValueError(
+                f"the {split} stream has {len(stream)} tokens, fewer than one window of {length}"
+            )
         return stream[: n * length].reshape(n, length)
 
 
-def _sentence(rng: np.random.Generator, cumulative: dict[str, np.ndarray], symbol: str = "S") -> list[str]:
+def _sentence(
+    rng: np.random.Generator, cumulative: dict[str, np.ndarray], symbol: str = "S"
+) -> list[str]:
     if symbol not in GRAMMAR:
         return [symbol]
     rules = GRAMMAR[symbol]
-    choice = min(int(np.searchsorted(cumulative[symbol], rng.random(), side="right")), len(rules) - 1)
+    choice = min(
+        int(np.searchsorted(cumulative[symbol], rng.random(), side="right")), len(rules) - 1
+    )
     return [word for part in rules[choice][1] for word in _sentence(rng, cumulative, part)]
 
 
@@ -292,17 +381,32 @@ def grammar_corpus(n_sentences: int = 6000, test_fraction: float = 0.1, seed: in
     included). A sentence has 7 words on average; predicting the verb's
     number needs the subject, a few tokens back.
     """
-    if isinstance(n_sentences, bool) or not isinstance(n_sentences, (int, np.integer)) or n_sentences < 2:
+    if (
+        isinstance(n_sentences, bool)
+        or not isinstance(n_sentences, (int, np.integer))
+        or n_sentences < 2
+    ):
         raise ValueError(f"n_sentences must be an integer >= 2, got {n_sentences!r}")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not 0 < test_fraction < 1
+    ):
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    vocab = tuple(sorted({w for rules in GRAMMAR.values() for _, exp in rules for w in exp if w not in GRAMMAR}))
+    vocab = tuple(
+        sorted(
+            {w for rules in GRAMMAR.values() for _, exp in rules for w in exp if w not in GRAMMAR}
+        )
+    )
     index = {word: i for i, word in enumerate(vocab)}
     cumulative = {symbol: np.cumsum([p for p, _ in rules]) for symbol, rules in GRAMMAR.items()}
     rng = np.random.default_rng(int(seed))
     sentences = [[index[w] for w in _sentence(rng, cumulative)] for _ in range(int(n_sentences))]
     n_test = max(1, round(test_fraction * n_sentences))
-    flat = lambda group: torch.tensor([t for s in group for t in s], dtype=torch.int64)  # noqa: E731
+
+    def flat(group):
+        return torch.tensor([t for s in group for t in s], dtype=torch.int64)
+
     return Corpus(vocab, flat(sentences[:-n_test]), flat(sentences[-n_test:]))

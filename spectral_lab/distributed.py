@@ -1,4 +1,5 @@
-"""Running many configs at once: one call, three engines, a result store that makes sweeps resumable.
+"""Running many configs at once: one call, three engines, a result store that makes sweeps
+resumable.
 
 ``sweep(configs, run, engine="serial" | "local" | "dask", ...)`` calls
 ``run(config)`` for every config and returns the results in the order of
@@ -83,19 +84,35 @@ from .files import atomic_write
 from .record import RunRecord
 from .training import checkpoint_path, progress_bar, train
 
-__all__ = ["sweep", "train_record", "config_key", "result_path", "partial_path", "SweepError", "SweepFailure", "ENGINES"]
+__all__ = [
+    "sweep",
+    "train_record",
+    "config_key",
+    "result_path",
+    "partial_path",
+    "SweepError",
+    "SweepFailure",
+    "ENGINES",
+]
 
 ENGINES = ("serial", "local", "dask", "ray")
 
 INSTALL_HINT = 'pip install "spectral-lab[dask]"'
 RAY_INSTALL_HINT = 'pip install "spectral-lab[ray]"'
 
-#: No dashboard; the scheduler's HTTP server (which runs regardless) on a free local port, not on 8787,
-#: where it would warn (and fail a run whose warnings are errors) when another cluster holds that port.
+# : No dashboard; the scheduler's HTTP server (which runs regardless) on a free local port, not on
+# 8787,
+# : where it would warn (and fail a run whose warnings are errors) when another cluster holds that
+# port.
 LOCAL_SCHEDULER = {"dashboard_address": "127.0.0.1:0"}
 
 #: What a LocalCluster's nanny writes into this process's environment (restored after a sweep).
-_SPAWN_ENV = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_SPAWN_ENV = (
+    "MALLOC_TRIM_THRESHOLD_",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+)
 
 
 def train_record(config, out: str | os.PathLike | None = None) -> RunRecord:
@@ -117,7 +134,8 @@ def _without_device(value):
 
 
 def config_key(config) -> str:
-    """The store key of ``config``: 16 hex digits of SHA-256 over its class name and ``asdict``, less ``device``."""
+    """The store key of ``config``: 16 hex digits of SHA-256 over its class name and ``asdict``,
+    less ``device``."""
     payload = {"class": type(config).__name__, "config": _without_device(asdict(config))}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -127,8 +145,11 @@ def _stem(config, label: Callable | None) -> str:
     return config_key(config) if label is None else f"{label(config)}-{config_key(config)}"
 
 
-def result_path(out_dir: str | os.PathLike, config, label: Callable | None = None, record: bool = True) -> Path:
-    """Where a sweep with ``out_dir`` keeps the result of ``config``: ``out_dir/[<label>-]<config_key>.npz``
+def result_path(
+    out_dir: str | os.PathLike, config, label: Callable | None = None, record: bool = True
+) -> Path:
+    """Where a sweep with ``out_dir`` keeps the result of ``config``:
+    ``out_dir/[<label>-]<config_key>.npz``
     (``.pkl`` with ``record=False``: a result that is not a :class:`RunRecord`)."""
     return Path(out_dir) / f"{_stem(config, label)}{'.npz' if record else '.pkl'}"
 
@@ -139,7 +160,10 @@ def partial_path(out_dir: str | os.PathLike, config, label: Callable | None = No
 
 
 def _load_result(out_dir, config, label):
-    record_file, other_file = result_path(out_dir, config, label), result_path(out_dir, config, label, record=False)
+    record_file, other_file = (
+        result_path(out_dir, config, label),
+        result_path(out_dir, config, label, record=False),
+    )
     if record_file.exists():
         return RunRecord.load(record_file)
     if other_file.exists():
@@ -152,8 +176,10 @@ def _save_result(out_dir, config, label, value) -> None:
     if isinstance(value, RunRecord):
         value.save(result_path(out_dir, config, label))
     else:
-        atomic_write(result_path(out_dir, config, label, record=False),
-                     lambda handle: pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL))
+        atomic_write(
+            result_path(out_dir, config, label, record=False),
+            lambda handle: pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL),
+        )
     partial = partial_path(out_dir, config, label)
     for leftover in partial.parent.glob(f"{partial.stem}*") if partial.parent.exists() else ():
         leftover.unlink()
@@ -193,7 +219,10 @@ class SweepError(RuntimeError):
         self.results = results
         self.failures = failures
         lines = [f"{len(failures)} of {len(results)} runs failed:"]
-        lines += [f"  #{f.index} {f.config!r}\n    {f.traceback.strip().splitlines()[-1]}" for f in failures]
+        lines += [
+            f"  #{f.index} {f.config!r}\n    {f.traceback.strip().splitlines()[-1]}"
+            for f in failures
+        ]
         super().__init__("\n".join(lines))
 
 
@@ -216,7 +245,9 @@ def _import_distributed(engine: str):
         import dask
         import distributed
     except ImportError as err:
-        raise ImportError(f'engine="{engine}" needs Dask distributed, an optional extra: {INSTALL_HINT}') from err
+        raise ImportError(
+            f'engine="{engine}" needs Dask distributed, an optional extra: {INSTALL_HINT}'
+        ) from err
     return dask, distributed
 
 
@@ -228,10 +259,20 @@ def _import_ray():
     return ray
 
 
-def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial", address=None,
-          retries: int = 2, out_dir: str | os.PathLike | None = None, progress: bool | None = True,
-          workers: int | None = None, gpus: int | None = None, label: Callable | None = None) -> list:
-    """``[run(config) for config in configs]``, on the chosen engine; results in the order of ``configs``.
+def sweep(
+    configs: Sequence,
+    run: Callable = train_record,
+    engine: str = "serial",
+    address=None,
+    retries: int = 2,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool | None = True,
+    workers: int | None = None,
+    gpus: int | None = None,
+    label: Callable | None = None,
+) -> list:
+    """``[run(config) for config in configs]``, on the chosen engine; results in the order of
+    ``configs``.
 
     ``engine``: ``"serial"``, ``"local"`` (``workers`` processes on this
     machine), ``"dask"`` (``address``: a scheduler address or a Cluster
@@ -251,16 +292,23 @@ def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial
         raise ValueError(f'address= is for engine="dask" or "ray", not {engine!r}')
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if gpus is not None:
         if engine not in ("local", "ray"):
-            raise ValueError(f'gpus= is for engine="local" (one worker per GPU) or "ray"; with engine={engine!r} '
-                             "give each worker its GPU yourself (see spectral_lab.distributed)")
+            raise ValueError(
+                'gpus= is for engine="local" (one worker per GPU) or "ray"; with '
+                f"engine={engine!r} "
+                "give each worker its GPU yourself (see spectral_lab.distributed)"
+            )
         if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
             raise ValueError(f"gpus must be a positive integer, got {gpus!r}")
         if engine == "local" and workers not in (None, gpus):
-            raise ValueError(f"with gpus={gpus} the local engine runs one worker per GPU; drop workers={workers}")
+            raise ValueError(
+                f"with gpus={gpus} the local engine runs one worker per GPU; drop workers={workers}"
+            )
     configs = list(configs)
     keys = [config_key(c) for c in configs]
     results: list = [None] * len(configs)
@@ -271,9 +319,15 @@ def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial
         for config, key in zip(configs, keys):
             if key not in done and (value := _load_result(out_dir, config, label)) is not _MISSING:
                 done[key] = value
-    todo = {key: config for config, key in zip(configs, keys) if key not in done}  # identical configs run once
-    outs = {key: partial_path(out_dir, config, label) if out_dir is not None and _takes_out(run) else None
-            for key, config in todo.items()}
+    todo = {
+        key: config for config, key in zip(configs, keys) if key not in done
+    }  # identical configs run once
+    outs = {
+        key: partial_path(out_dir, config, label)
+        if out_dir is not None and _takes_out(run)
+        else None
+        for key, config in todo.items()
+    }
     failed: dict[str, str] = {}
 
     def land(key: str, value) -> None:
@@ -312,12 +366,15 @@ def sweep(configs: Sequence, run: Callable = train_record, engine: str = "serial
 
 
 def _see_one_gpu(index: int) -> str:
-    """Run on a worker before its first task: it sees GPU ``index`` only (CUDA reads this when it starts)."""
+    """Run on a worker before its first task: it sees GPU ``index`` only (CUDA reads this when it
+    starts)."""
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
     return os.environ["CUDA_VISIBLE_DEVICES"]
 
 
-def _run_dask(engine, address, todo: dict, outs: dict, run, retries: int, workers, gpus, land, bar) -> None:
+def _run_dask(
+    engine, address, todo: dict, outs: dict, run, retries: int, workers, gpus, land, bar
+) -> None:
     dask, distributed = _import_distributed(engine)
     saved_env = {name: os.environ.get(name) for name in _SPAWN_ENV}
     cluster = client = None
@@ -326,25 +383,44 @@ def _run_dask(engine, address, todo: dict, outs: dict, run, retries: int, worker
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             if engine == "local":
                 n = gpus or workers or min(len(todo), os.cpu_count() or 1)
-                cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                   dashboard_address=None, silence_logs=logging.ERROR,
-                                                   scheduler_kwargs=LOCAL_SCHEDULER)
+                cluster = distributed.LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                    scheduler_kwargs=LOCAL_SCHEDULER,
+                )
                 client = distributed.Client(cluster)
                 if gpus:
                     client.wait_for_workers(n)
-                    by_name = {info["name"]: worker for worker, info in client.scheduler_info()["workers"].items()}
+                    by_name = {
+                        info["name"]: worker
+                        for worker, info in client.scheduler_info()["workers"].items()
+                    }
                     for index, name in enumerate(sorted(by_name)):
                         client.run(_see_one_gpu, index, workers=[by_name[name]])
             else:
                 client = distributed.Client(address)
-            futures = {client.submit(_call, run, config, outs[key], pure=False, retries=retries,
-                                     key=f"spectral-lab-run-{key}-{os.urandom(4).hex()}"): key
-                       for key, config in todo.items()}
+            futures = {
+                client.submit(
+                    _call,
+                    run,
+                    config,
+                    outs[key],
+                    pure=False,
+                    retries=retries,
+                    key=f"spectral-lab-run-{key}-{os.urandom(4).hex()}",
+                ): key
+                for key, config in todo.items()
+            }
             for future in distributed.as_completed(futures):
                 key = futures[future]
                 try:
                     value = future.result()
-                except Exception:  # the worker died more than `retries` times (KilledWorker) or similar
+                except (
+                    Exception
+                ):  # the worker died more than `retries` times (KilledWorker) or similar
                     value = _Failed(traceback.format_exc())
                 land(key, value)
                 bar.update(1)
@@ -364,13 +440,20 @@ def _run_ray(address, todo: dict, outs: dict, run, retries: int, workers, gpus, 
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:
-        local = {} if address is not None else {"num_cpus": workers or min(len(todo), os.cpu_count() or 1)}
+        local = (
+            {}
+            if address is not None
+            else {"num_cpus": workers or min(len(todo), os.cpu_count() or 1)}
+        )
         if gpus and address is None:
             local["num_gpus"] = gpus
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
     try:
-        # max_retries resubmits a task whose worker process died; an exception in run is a _Failed value.
-        remote = ray.remote(_call).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=retries)
+        # max_retries resubmits a task whose worker process died; an exception in run is a _Failed
+        # value.
+        remote = ray.remote(_call).options(
+            num_cpus=1, num_gpus=1 if gpus else 0, max_retries=retries
+        )
         pending = {remote.remote(run, config, outs[key]): key for key, config in todo.items()}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

@@ -47,19 +47,28 @@ OBSERVATION_FIELDS = ("device", "eval_every", "track_every", "checkpoint_every",
 
 
 def coerce_value(name: str, kind: Any, value: Any) -> Any:
-    """``value`` as the type ``kind`` of field ``name`` (int, float, bool, str, tuple[float | int, ...]).
+    """``value`` as the type ``kind`` of field ``name`` (int, float, bool, str, tuple[float | int,
+    ...]).
 
     Strings are parsed (``"1e-3"``, ``"true"``, ``"0,0.1,1"``), so the command
     line and the constructor share one set of rules. Raises ``ValueError``
     naming the field and the expected type.
     """
+
     def fail(expected: str):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        if isinstance(value, str) and value.strip().lower() in (
+            "true",
+            "1",
+            "yes",
+            "false",
+            "0",
+            "no",
+        ):
             return value.strip().lower() in ("true", "1", "yes")
         fail("true or false")
     if kind is int:
@@ -77,7 +86,11 @@ def coerce_value(name: str, kind: Any, value: Any) -> Any:
                 value = float(value.strip())
             except ValueError:
                 fail("a number")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             fail("a finite number")
         return float(value)
     if kind is str:
@@ -109,7 +122,9 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         types = typing.get_type_hints(type(self))
         for f in fields(self):  # frozen dataclass: set the coerced value behind the freeze, once
-            object.__setattr__(self, f.name, coerce_value(f.name, types[f.name], getattr(self, f.name)))
+            object.__setattr__(
+                self, f.name, coerce_value(f.name, types[f.name], getattr(self, f.name))
+            )
         self.validate()
 
     def validate(self) -> None:
@@ -125,16 +140,21 @@ class ExperimentConfig:
         """The preset called ``name``; an unknown name raises ``ValueError`` listing the presets."""
         presets = cls.presets()
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r} for {cls.__name__}; presets: {', '.join(presets)}")
+            raise ValueError(
+                f"unknown preset {name!r} for {cls.__name__}; presets: {', '.join(presets)}"
+            )
         return presets[name]()
 
     def with_overrides(self, **overrides) -> "ExperimentConfig":
-        """A copy with some fields changed (strings are parsed); unknown names raise ``ValueError``."""
+        """A copy with some fields changed (strings are parsed); unknown names raise
+        ``ValueError``."""
         known = [f.name for f in fields(self)]
         unknown = sorted(set(overrides) - set(known))
         if unknown:
-            raise ValueError(f"{type(self).__name__} has no field {', '.join(map(repr, unknown))}; "
-                             f"fields: {', '.join(known)}")
+            raise ValueError(
+                f"{type(self).__name__} has no field {', '.join(map(repr, unknown))}; "
+                f"fields: {', '.join(known)}"
+            )
         return replace(self, **overrides)
 
     @classmethod
@@ -152,8 +172,11 @@ class ExperimentConfig:
         head = self.preset.replace("/", "_").split("_")[0]  # "full_no_wd", "quick/wd=1"
         return head if head in ("quick", "full") else "custom"
 
-    def differences(self, other: dict | "ExperimentConfig", ignore=OBSERVATION_FIELDS) -> dict[str, tuple]:
-        """Fields that differ from ``other`` (a config or its ``asdict``): ``{name: (mine, theirs)}``."""
+    def differences(
+        self, other: dict | "ExperimentConfig", ignore=OBSERVATION_FIELDS
+    ) -> dict[str, tuple]:
+        """Fields that differ from ``other`` (a config or its ``asdict``): ``{name: (mine,
+        theirs)}``."""
         theirs = asdict(other) if isinstance(other, ExperimentConfig) else dict(other)
         mine = asdict(self)
         out = {}
@@ -202,14 +225,25 @@ class _ModularSetup(ExperimentConfig):
     def validate(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        for name in ("p", "d_model", "n_heads", "d_mlp", "steps", "eval_every", "track_every",
-                     "checkpoint_every", "top_k"):
+        for name in (
+            "p",
+            "d_model",
+            "n_heads",
+            "d_mlp",
+            "steps",
+            "eval_every",
+            "track_every",
+            "checkpoint_every",
+            "top_k",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.p < 2:
             raise ValueError(f"p must be at least 2, got {self.p}")
         if not 0.0 < self.train_fraction < 1.0:
-            raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {self.train_fraction}")
+            raise ValueError(
+                f"train_fraction must lie strictly between 0 and 1, got {self.train_fraction}"
+            )
         if self.model == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         if self.lr <= 0:
@@ -219,11 +253,14 @@ class _ModularSetup(ExperimentConfig):
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.track_every % self.eval_every:
             raise ValueError(
-                f"track_every={self.track_every} must be a multiple of eval_every={self.eval_every}, so that "
+                f"track_every={self.track_every} must be a multiple of "
+                f"eval_every={self.eval_every}, so that "
                 "every snapshot carries losses and accuracies measured at its own step"
             )
         if not 0.0 < self.prune_fraction < 1.0:
-            raise ValueError(f"prune_fraction must lie strictly between 0 and 1, got {self.prune_fraction}")
+            raise ValueError(
+                f"prune_fraction must lie strictly between 0 and 1, got {self.prune_fraction}"
+            )
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
 
@@ -258,30 +295,42 @@ class GrokkingConfig(_ModularSetup):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """AdamW on every parameter (decoupled weight decay on all of them, as in the paper's code)."""
-        return torch.optim.AdamW(model.parameters(), lr=self.lr, betas=(self.beta1, self.beta2),
-                                 weight_decay=self.weight_decay)
+        """AdamW on every parameter (decoupled weight decay on all of them, as in the paper's
+        code)."""
+        return torch.optim.AdamW(
+            model.parameters(),
+            lr=self.lr,
+            betas=(self.beta1, self.beta2),
+            weight_decay=self.weight_decay,
+        )
 
     @classmethod
     def quick(cls) -> "GrokkingConfig":
-        """Groks on a 2-core CPU in under 20 s: the same transformer at d 64, MLP 256, p=43, half the pairs,
+        """Groks on a 2-core CPU in under 20 s: the same transformer at d 64, MLP 256, p=43, half
+        the pairs,
         lr 5e-3, wd 1, 1,500 steps."""
         return cls(preset="quick", **_QUICK)
 
     @classmethod
     def quick_no_wd(cls) -> "GrokkingConfig":
-        """``quick()`` without weight decay: the control that does not generalize in the same budget."""
+        """``quick()`` without weight decay: the control that does not generalize in the same
+        budget."""
         return cls(preset="quick_no_wd", **dict(_QUICK, weight_decay=0.0))
 
     @classmethod
     def quick_more_data(cls) -> "GrokkingConfig":
-        """``quick()`` with 90 % of the pairs and no weight decay, 1,000 steps: generalizes without weight
+        """``quick()`` with 90 % of the pairs and no weight decay, 1,000 steps: generalizes without
+        weight
         decay, at a larger norm than ``quick()`` (the quick stand-in for ``full_more_data``)."""
-        return cls(preset="quick_more_data", **dict(_QUICK, train_fraction=0.9, weight_decay=0.0, steps=1000))
+        return cls(
+            preset="quick_more_data",
+            **dict(_QUICK, train_fraction=0.9, weight_decay=0.0, steps=1000),
+        )
 
     @classmethod
     def full(cls) -> "GrokkingConfig":
-        """The paper: p=113, 30 % data, d 128, 4 heads, MLP 512, AdamW 1e-3, wd 1, 40k full-batch steps."""
+        """The paper: p=113, 30 % data, d 128, 4 heads, MLP 512, AdamW 1e-3, wd 1, 40k full-batch
+        steps."""
         return cls(preset="full")
 
     @classmethod
@@ -291,21 +340,39 @@ class GrokkingConfig(_ModularSetup):
 
     @classmethod
     def full_more_data(cls) -> "GrokkingConfig":
-        """The paper's row with 90 % of the pairs and no weight decay: low rank early, a much larger norm."""
+        """The paper's row with 90 % of the pairs and no weight decay: low rank early, a much larger
+        norm."""
         return cls(preset="full_more_data", train_fraction=0.9, weight_decay=0.0)
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "GrokkingConfig"]]:
-        return {"quick": cls.quick, "quick_no_wd": cls.quick_no_wd, "quick_more_data": cls.quick_more_data,
-                "full": cls.full,
-                "full_no_wd": cls.full_no_wd, "full_more_data": cls.full_more_data}
+        return {
+            "quick": cls.quick,
+            "quick_no_wd": cls.quick_no_wd,
+            "quick_more_data": cls.quick_more_data,
+            "full": cls.full,
+            "full_no_wd": cls.full_no_wd,
+            "full_more_data": cls.full_more_data,
+        }
 
 
 #: The quick grokking setting. Measured on a 2-core CPU with tracking every 25 steps: 14-17 s a run;
 #: wd 1 fits the training set by step 75 and reaches 95 % validation accuracy at step 600 (seeds 1
 #: and 2: 850 and 1,125; seed 3 not within 2,000 steps), wd 0 ends at 34 %.
-_QUICK = dict(model="transformer", p=43, train_fraction=0.5, d_model=64, n_heads=4, d_mlp=256, lr=5e-3,
-              weight_decay=1.0, steps=1500, eval_every=25, track_every=25, checkpoint_every=500)
+_QUICK = dict(
+    model="transformer",
+    p=43,
+    train_fraction=0.5,
+    d_model=64,
+    n_heads=4,
+    d_mlp=256,
+    lr=5e-3,
+    weight_decay=1.0,
+    steps=1500,
+    eval_every=25,
+    track_every=25,
+    checkpoint_every=500,
+)
 
 #: The paper's weight decays (section 5).
 PAPER_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
@@ -313,7 +380,8 @@ PAPER_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 @dataclass(frozen=True)
 class WeightDecaySweep(_ModularSetup):
-    """The same run at each of ``weight_decays``: :meth:`configs` gives one :class:`GrokkingConfig` each."""
+    """The same run at each of ``weight_decays``: :meth:`configs` gives one :class:`GrokkingConfig`
+    each."""
 
     experiment: ClassVar[str] = "weight_decay"
     weight_decays: tuple[float, ...] = PAPER_WEIGHT_DECAYS
@@ -326,19 +394,24 @@ class WeightDecaySweep(_ModularSetup):
             raise ValueError(f"weight decays must be distinct, got {self.weight_decays}")
 
     def configs(self) -> list[GrokkingConfig]:
-        """One grokking config per weight decay, in the sweep's order, named ``"<preset>/wd=<wd>"``."""
+        """One grokking config per weight decay, in the sweep's order, named
+        ``"<preset>/wd=<wd>"``."""
         shared = {f.name: getattr(self, f.name) for f in fields(_ModularSetup)}
-        return [GrokkingConfig(**dict(shared, preset=f"{self.preset}/wd={wd:g}", weight_decay=wd))
-                for wd in self.weight_decays]
+        return [
+            GrokkingConfig(**dict(shared, preset=f"{self.preset}/wd={wd:g}", weight_decay=wd))
+            for wd in self.weight_decays
+        ]
 
     @classmethod
     def quick(cls) -> "WeightDecaySweep":
-        """Six weight decays from 0 to 3 on the quick grokking setting (1,200 steps): 65-95 s on 2 cores."""
+        """Six weight decays from 0 to 3 on the quick grokking setting (1,200 steps): 65-95 s on 2
+        cores."""
         return cls(preset="quick", **_QUICK_SWEEP)
 
     @classmethod
     def full(cls) -> "WeightDecaySweep":
-        """The paper's weight decays {0, 1e-4, 1e-3, 1e-2, 0.1, 1, 10} on the paper's grokking setting."""
+        """The paper's weight decays {0, 1e-4, 1e-3, 1e-2, 0.1, 1, 10} on the paper's grokking
+        setting."""
         return cls(preset="full")
 
     @classmethod
@@ -349,8 +422,12 @@ class WeightDecaySweep(_ModularSetup):
 #: The quick sweep: the quick grokking setting for 1,200 steps, snapshots every 100 (a sweep reads
 #: final values; time to generalize comes from the evaluations every 25). Measured on 2 cores: six
 #: runs in 65-95 s (the 1,500-step runs took 105-118 s, too close to the chapter's two minutes).
-_QUICK_SWEEP = dict({k: v for k, v in _QUICK.items() if k != "weight_decay"}, steps=1200, track_every=100,
-                    weight_decays=(0.0, 1e-3, 1e-2, 0.1, 1.0, 3.0))
+_QUICK_SWEEP = dict(
+    {k: v for k, v in _QUICK.items() if k != "weight_decay"},
+    steps=1200,
+    track_every=100,
+    weight_decays=(0.0, 1e-3, 1e-2, 0.1, 1.0, 3.0),
+)
 
 
 class Experiment(NamedTuple):
@@ -406,9 +483,19 @@ def _weight_decay_outputs(config, out) -> list[Path]:
 
 #: ``python -m spectral_lab run NAME`` looks NAME up here; a new experiment is one more line.
 EXPERIMENTS: dict[str, Experiment] = {
-    "grokking": Experiment(GrokkingConfig, _run_grokking, _grokking_outputs, ".npz",
-                           "the run record (.npz); its checkpoint goes beside it (.ckpt.pt)"),
-    "weight_decay": Experiment(WeightDecaySweep, _run_weight_decay, _weight_decay_outputs, "",
-                               "a folder with one record per weight decay (checkpoints in partial/ while running)",
-                               _sweep_weight_decay),
+    "grokking": Experiment(
+        GrokkingConfig,
+        _run_grokking,
+        _grokking_outputs,
+        ".npz",
+        "the run record (.npz); its checkpoint goes beside it (.ckpt.pt)",
+    ),
+    "weight_decay": Experiment(
+        WeightDecaySweep,
+        _run_weight_decay,
+        _weight_decay_outputs,
+        "",
+        "a folder with one record per weight decay (checkpoints in partial/ while running)",
+        _sweep_weight_decay,
+    ),
 }

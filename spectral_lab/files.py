@@ -18,7 +18,8 @@ __all__ = ["atomic_write"]
 
 def _default_mode() -> int:
     # mkstemp creates files readable by the owner only; a saved record should get the permissions
-    # any other file would get here (0o666 minus the umask, typically 0o644) so that others can read it.
+    # any other file would get here (0o666 minus the umask, typically 0o644) so that others can read
+    # it.
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

@@ -1,6 +1,8 @@
-"""The Hessian of the loss: explicit for softmax regression on a Gaussian mixture, generic for small networks.
+"""The Hessian of the loss: explicit for softmax regression on a Gaussian mixture, generic for small
+networks.
 
-The model of SPEC section 3b (Ben Arous, Gheissari, Huang and Jagannath, ICLR 2024 and arXiv 2502.15655):
+The model of SPEC section 3b (Ben Arous, Gheissari, Huang and Jagannath, ICLR 2024 and arXiv
+2502.15655):
 
 * data: a ``k``-class Gaussian mixture in ``R^d``. Class ``a`` has probability
   ``p_a`` and mean ``mu_a`` (orthonormal means, ``|mu_a| = 1``); a sample is
@@ -19,8 +21,10 @@ With ``D_l = diag(pi_l) - pi_l pi_l^T`` and ``g_l = pi_l - e_{a_l}``:
   model it equals the Gauss-Newton matrix.
 * G-matrix ``G = (1/n) sum_l g_l g_l^T (x) Y_l Y_l^T`` (:func:`explicit_g_matrix`), the
   second moment of the per-sample gradients ``g_l (x) Y_l``.
-* At ``X = 0``: ``H = (I/k - 11^T/k^2) (x) Sigma_hat + beta I`` with ``Sigma_hat = (1/n) sum_l Y_l Y_l^T``.
-  Its bulk is Marchenko-Pastur divided by ``k``, and every class above the detection threshold adds an
+* At ``X = 0``: ``H = (I/k - 11^T/k^2) (x) Sigma_hat + beta I`` with ``Sigma_hat = (1/n) sum_l Y_l
+  Y_l^T``.
+  Its bulk is Marchenko-Pastur divided by ``k``, and every class above the detection threshold adds
+  an
   outlier of multiplicity ``k - 1`` (:func:`init_prediction`).
 
 For any small network, :func:`full_hessian` builds the whole Hessian with ``torch.func`` and
@@ -101,9 +105,11 @@ class MixtureData:
         return f"MixtureData(n={self.n}, d={self.d}, k={self.k}, snr={self.snr:g})"
 
 
-def gaussian_mixture(n: int, d: int, k: int, snr: float, seed: int = 0,
-                     proportions=None) -> MixtureData:
-    """``n`` samples ``Y_l = mu_{a_l} + Z_l`` with ``Z_l ~ N(0, I_d / snr)``; deterministic given ``seed``.
+def gaussian_mixture(
+    n: int, d: int, k: int, snr: float, seed: int = 0, proportions=None
+) -> MixtureData:
+    """``n`` samples ``Y_l = mu_{a_l} + Z_l`` with ``Z_l ~ N(0, I_d / snr)``; deterministic given
+    ``seed``.
 
     The means are ``k`` orthonormal vectors (a random rotation of the first ``k``
     basis vectors, drawn from ``seed``), the labels are drawn with probabilities
@@ -120,8 +126,14 @@ def gaussian_mixture(n: int, d: int, k: int, snr: float, seed: int = 0,
     if proportions is None:
         proportions = np.full(k, 1.0 / k)
     proportions = np.asarray(proportions, dtype=float)
-    if proportions.shape != (k,) or np.any(proportions < 0) or not np.isclose(proportions.sum(), 1.0):
-        raise ValueError(f"proportions must be {k} non-negative numbers summing to 1, got {proportions}")
+    if (
+        proportions.shape != (k,)
+        or np.any(proportions < 0)
+        or not np.isclose(proportions.sum(), 1.0)
+    ):
+        raise ValueError(
+            f"proportions must be {k} non-negative numbers summing to 1, got {proportions}"
+        )
     rng = np.random.default_rng(seed)
     means = np.linalg.qr(rng.standard_normal((d, k)))[0].T  # (k, d) orthonormal rows
     labels = rng.choice(k, size=n, p=proportions)
@@ -131,7 +143,8 @@ def gaussian_mixture(n: int, d: int, k: int, snr: float, seed: int = 0,
     return MixtureData(Y=t(Y), labels=t(labels).long(), means=t(means), Z=t(Z), snr=float(snr))
 
 
-# ----------------------------------------------------------------------------- the explicit matrices
+# ----------------------------------------------------------------------------- the explicit
+# matrices
 
 
 def _weights(X, k: int | None = None, d: int | None = None) -> torch.Tensor:
@@ -150,7 +163,8 @@ def _probs(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 
 def _kron_sum(C: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """``(1/n) sum_l C_l (x) Y_l Y_l^T`` for ``C (n, k, k)``, ``Y (n, d)``: a ``(k d, k d)`` matrix."""
+    """``(1/n) sum_l C_l (x) Y_l Y_l^T`` for ``C (n, k, k)``, ``Y (n, d)``: a ``(k d, k d)``
+    matrix."""
     n, k, _ = C.shape
     d = Y.shape[1]
     blocks = torch.einsum("lab,li,lj->aibj", C, Y, Y) / n  # (k, d, k, d)
@@ -158,7 +172,8 @@ def _kron_sum(C: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 
 def explicit_hessian(X, data: MixtureData, beta: float = 0.0) -> torch.Tensor:
-    """``H = (1/n) sum_l D_l (x) Y_l Y_l^T + beta I``, ``D_l = diag(pi_l) - pi_l pi_l^T``; ``(k d, k d)`` float64.
+    """``H = (1/n) sum_l D_l (x) Y_l Y_l^T + beta I``, ``D_l = diag(pi_l) - pi_l pi_l^T``; ``(k d, k
+    d)`` float64.
 
     The Hessian of :func:`mixture_loss` at ``X`` (a ``(k, d)`` matrix or an
     ``nn.Linear``), with parameters flattened row by row. It does not depend on
@@ -171,24 +186,29 @@ def explicit_hessian(X, data: MixtureData, beta: float = 0.0) -> torch.Tensor:
 
 
 def explicit_g_matrix(X, data: MixtureData) -> torch.Tensor:
-    """``G = (1/n) sum_l g_l g_l^T (x) Y_l Y_l^T`` with ``g_l = pi_l - e_{a_l}``; ``(k d, k d)`` float64.
+    """``G = (1/n) sum_l g_l g_l^T (x) Y_l Y_l^T`` with ``g_l = pi_l - e_{a_l}``; ``(k d, k d)``
+    float64.
 
     The second moment of the per-sample gradients of the cross-entropy
     (``grad_l = g_l (x) Y_l``), the matrix that shapes SGD's noise.
     """
     X = _weights(X, d=data.d)
-    g = _probs(X, data.Y) - nn.functional.one_hot(data.labels, X.shape[0]).to(torch.float64)  # (n, k)
+    g = _probs(X, data.Y) - nn.functional.one_hot(data.labels, X.shape[0]).to(
+        torch.float64
+    )  # (n, k)
     return _kron_sum(g[:, :, None] * g[:, None, :], data.Y)
 
 
 def mixture_loss(X: torch.Tensor, data: MixtureData, beta: float = 0.0) -> torch.Tensor:
-    """``L(X) = (1/n) sum_l -log softmax(X Y_l)[a_l] + (beta / 2) |X|_F^2`` (differentiable in ``X``)."""
+    """``L(X) = (1/n) sum_l -log softmax(X Y_l)[a_l] + (beta / 2) |X|_F^2`` (differentiable in
+    ``X``)."""
     logits = data.Y.to(X.dtype) @ X.T
-    return nn.functional.cross_entropy(logits, data.labels) + 0.5 * beta * (X ** 2).sum()
+    return nn.functional.cross_entropy(logits, data.labels) + 0.5 * beta * (X**2).sum()
 
 
 def eigh_descending(M: torch.Tensor, vectors: bool = True):
-    """Eigenvalues of the symmetric ``M``, largest first, and (if ``vectors``) the eigenvectors as columns:
+    """Eigenvalues of the symmetric ``M``, largest first, and (if ``vectors``) the eigenvectors as
+    columns:
     ``M @ V == V @ diag(E)``."""
     M = torch.as_tensor(M, dtype=torch.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
@@ -203,13 +223,16 @@ def eigh_descending(M: torch.Tensor, vectors: bool = True):
 
 
 class InitPrediction(NamedTuple):
-    """Random-matrix predictions for the spectrum of ``H`` at ``X = 0`` (:func:`init_prediction`)."""
+    """Random-matrix predictions for the spectrum of ``H`` at ``X = 0``
+    (:func:`init_prediction`)."""
 
     bulk_edge: float  # sigma^2 (1 + sqrt(gamma))^2 / k + beta
     outliers: np.ndarray  # (k,) one per class, nan below the threshold; each has multiplicity k - 1
     theta: np.ndarray  # (k,) p_a * snr
     threshold: float  # sqrt(gamma): a class gives an outlier when theta > threshold
-    overlap: np.ndarray  # (k,) squared overlap of its outlier eigenvectors with the means, nan below
+    overlap: (
+        np.ndarray
+    )  # (k,) squared overlap of its outlier eigenvectors with the means, nan below
     multiplicity: int  # k - 1
 
     @property
@@ -218,7 +241,8 @@ class InitPrediction(NamedTuple):
 
 
 def init_prediction(snr: float, d: int, n: int, proportions, beta: float = 0.0) -> InitPrediction:
-    """Where the spectrum of ``H`` at ``X = 0`` lies, for large ``d`` and ``n`` at fixed ``gamma = d / n``.
+    """Where the spectrum of ``H`` at ``X = 0`` lies, for large ``d`` and ``n`` at fixed ``gamma = d
+    / n``.
 
     With ``sigma^2 = 1 / snr`` and ``theta_a = p_a * snr``:
 
@@ -239,13 +263,14 @@ def init_prediction(snr: float, d: int, n: int, proportions, beta: float = 0.0) 
     above = theta > threshold
     safe = np.where(above, theta, 1.0)
     outliers = np.where(above, sigma2 * (1 + safe) * (1 + gamma / safe) / k + beta, np.nan)
-    overlap = np.where(above, (1 - gamma / safe ** 2) / (1 + gamma / safe), np.nan)
+    overlap = np.where(above, (1 - gamma / safe**2) / (1 + gamma / safe), np.nan)
     edge = sigma2 * (1 + threshold) ** 2 / k + beta
     return InitPrediction(edge, outliers, theta, threshold, overlap, k - 1)
 
 
 def bulk_edge_at(X, data: MixtureData, beta: float = 0.0) -> float:
-    """The measured bulk edge of ``H`` at ``X``: the top eigenvalue of the Hessian built from the noise parts.
+    """The measured bulk edge of ``H`` at ``X``: the top eigenvalue of the Hessian built from the
+    noise parts.
 
     ``(1/n) sum_l D_l (x) Z_l Z_l^T + beta I`` with ``D_l`` at ``X`` is ``H`` with the means
     taken out of the samples: same bulk, no spikes. At ``X = 0`` its top eigenvalue
@@ -265,14 +290,18 @@ def count_outliers(eigenvalues, bulk_edge: float, margin: float = 0.03) -> int:
 
 
 def subspace_overlap(A, B) -> float:
-    """Mean squared cosine of the principal angles between the column spans of ``A (m, p)`` and ``B (m, q)``.
+    """Mean squared cosine of the principal angles between the column spans of ``A (m, p)`` and ``B
+    (m, q)``.
 
     ``|Q_A^T Q_B|_F^2 / min(p, q)`` with orthonormal bases ``Q``: 1 when the smaller
     span lies inside the other, about ``max(p, q) / m`` for random subspaces.
     """
     A, B = (torch.as_tensor(M, dtype=torch.float64) for M in (A, B))
     if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
-        raise ValueError(f"need two matrices with the same number of rows, got {tuple(A.shape)}, {tuple(B.shape)}")
+        raise ValueError(
+            f"need two matrices with the same number of rows, got {tuple(A.shape)}, "
+            f"{tuple(B.shape)}"
+        )
     QA, QB = torch.linalg.qr(A)[0], torch.linalg.qr(B)[0]
     return float((QA.T @ QB).pow(2).sum() / min(A.shape[1], B.shape[1]))
 
@@ -298,7 +327,8 @@ def weight_alignment(W, vectors, k: int) -> float:
     ``subspace_overlap(V_W, input_subspace(vectors, k, k))``: ``V_W (d, k - 1)`` are the
     top ``k - 1`` right singular vectors of ``W (k, d)`` (softmax regression from
     ``X = 0`` keeps exactly ``k - 1`` nonzero singular values), ``vectors (k d, m)``
-    eigenvectors of ``H`` (the ``k - 1`` top ones in the chapter). 1: inside; about ``k / d``: unrelated.
+    eigenvectors of ``H`` (the ``k - 1`` top ones in the chapter). 1: inside; about ``k / d``:
+    unrelated.
     """
     W = torch.as_tensor(W, dtype=torch.float64)
     if W.ndim != 2 or W.shape[0] != k:
@@ -313,7 +343,8 @@ def weight_alignment(W, vectors, k: int) -> float:
 
 
 def flat_params(model: nn.Module) -> torch.Tensor:
-    """All trainable parameters of ``model`` as one detached vector, in ``named_parameters`` order."""
+    """All trainable parameters of ``model`` as one detached vector, in ``named_parameters``
+    order."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
 
 
@@ -339,20 +370,25 @@ def _functional(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]):
 
 
 def full_hessian(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
-    """The Hessian of ``loss_fn(model)`` in all trainable parameters, ``(P, P)``, by ``torch.func`` (reverse over reverse).
+    """The Hessian of ``loss_fn(model)`` in all trainable parameters, ``(P, P)``, by ``torch.func``
+    (reverse over reverse).
 
     ``loss_fn`` receives a callable standing in for ``model`` (call it on the
-    inputs; its ``.params`` maps parameter names to tensors) and returns a scalar; parameters are ordered as :func:`flat_params`.
+    inputs; its ``.params`` maps parameter names to tensors) and returns a scalar; parameters are
+    ordered as :func:`flat_params`.
     For a few thousand parameters at most: the matrix has ``P^2`` entries.
     """
     theta = flat_params(model)
     f = _functional(model, loss_fn)
-    H = torch.func.jacrev(torch.func.jacrev(f))(theta)  # reverse over reverse: no forward-mode decompositions
+    H = torch.func.jacrev(torch.func.jacrev(f))(
+        theta
+    )  # reverse over reverse: no forward-mode decompositions
     return 0.5 * (H + H.T)
 
 
 def hessian_vector_product(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]):
-    """A function ``v -> H v`` for the Hessian of :func:`full_hessian`: the gradient of ``grad L . v``."""
+    """A function ``v -> H v`` for the Hessian of :func:`full_hessian`: the gradient of ``grad L .
+    v``."""
     theta = flat_params(model)
     grad = torch.func.grad(_functional(model, loss_fn))
 
@@ -363,9 +399,15 @@ def hessian_vector_product(model: nn.Module, loss_fn: Callable[[nn.Module], torc
     return hvp
 
 
-def lanczos_top_eigs(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], m: int = 10,
-                     tol: float = 1e-8, seed: int = 0):
-    """The ``m`` largest (algebraic) eigenvalues of the Hessian and their eigenvectors ``(P, m)``, largest first.
+def lanczos_top_eigs(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    m: int = 10,
+    tol: float = 1e-8,
+    seed: int = 0,
+):
+    """The ``m`` largest (algebraic) eigenvalues of the Hessian and their eigenvectors ``(P, m)``,
+    largest first.
 
     Lanczos (``scipy.sparse.linalg.eigsh``) on :func:`hessian_vector_product`: the
     Hessian is never formed, so this scales to networks whose Hessian does not fit in memory.
@@ -382,7 +424,9 @@ def lanczos_top_eigs(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
         return hvp(torch.from_numpy(np.ascontiguousarray(v).reshape(-1)).to(dtype)).double().numpy()
 
     v0 = np.random.default_rng(seed).standard_normal(P)
-    E, V = eigsh(LinearOperator((P, P), matvec=matvec, dtype=np.float64), k=m, which="LA", tol=tol, v0=v0)
+    E, V = eigsh(
+        LinearOperator((P, P), matvec=matvec, dtype=np.float64), k=m, which="LA", tol=tol, v0=v0
+    )
     order = np.argsort(E)[::-1]
     return torch.from_numpy(E[order].copy()), torch.from_numpy(V[:, order].copy())
 
@@ -422,12 +466,18 @@ class HessianConfig(ExperimentConfig):
         if not 2 <= self.k <= self.d:
             raise ValueError(f"k must lie in [2, d={self.d}], got {self.k}")
         if self.snr <= 0 or self.lr <= 0 or self.beta < 0:
-            raise ValueError(f"need snr > 0, lr > 0, beta >= 0; got {self.snr}, {self.lr}, {self.beta}")
+            raise ValueError(
+                f"need snr > 0, lr > 0, beta >= 0; got {self.snr}, {self.lr}, {self.beta}"
+            )
         if self.batch_size > self.n:
             raise ValueError(f"batch_size {self.batch_size} exceeds n = {self.n}")
-        if any(s < 0 or s > self.steps for s in self.spectrum_steps) or list(self.spectrum_steps) != sorted(
-                set(self.spectrum_steps)):
-            raise ValueError(f"spectrum_steps must increase within [0, steps={self.steps}], got {self.spectrum_steps}")
+        if any(s < 0 or s > self.steps for s in self.spectrum_steps) or list(
+            self.spectrum_steps
+        ) != sorted(set(self.spectrum_steps)):
+            raise ValueError(
+                f"spectrum_steps must increase within [0, steps={self.steps}], got "
+                f"{self.spectrum_steps}"
+            )
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
@@ -437,31 +487,45 @@ class HessianConfig(ExperimentConfig):
         return self.d / self.n
 
     def make_data(self) -> tuple[MixtureData, MixtureData]:
-        """Training and test mixtures (same means, independent samples), deterministic given ``seed``."""
+        """Training and test mixtures (same means, independent samples), deterministic given
+        ``seed``."""
         train = gaussian_mixture(self.n, self.d, self.k, self.snr, seed=self.seed)
-        test = gaussian_mixture(self.n_test, self.d, self.k, self.snr, seed=self.seed)  # same means...
+        test = gaussian_mixture(
+            self.n_test, self.d, self.k, self.snr, seed=self.seed
+        )  # same means...
         rng = np.random.default_rng([self.seed, 1])  # ...new labels and noise
         labels = torch.from_numpy(rng.choice(self.k, size=self.n_test)).long()
         Z = torch.from_numpy(rng.standard_normal((self.n_test, self.d)) / math.sqrt(self.snr))
-        test = MixtureData(Y=test.means[labels] + Z, labels=labels, means=test.means, Z=Z, snr=self.snr)
+        test = MixtureData(
+            Y=test.means[labels] + Z, labels=labels, means=test.means, Z=Z, snr=self.snr
+        )
         return train, test
 
     def make_model(self) -> nn.Linear:
-        """``nn.Linear(d, k, bias=False)`` in float64 with ``weight = X = 0`` (the paper's initialization)."""
+        """``nn.Linear(d, k, bias=False)`` in float64 with ``weight = X = 0`` (the paper's
+        initialization)."""
         model = nn.Linear(self.d, self.k, bias=False, dtype=torch.float64)
         nn.init.zeros_(model.weight)
         return model
 
     @classmethod
     def quick(cls) -> "HessianConfig":
-        """SPEC's setting: d 300, k 4, n 1,000, SGD lr 0.5, batches of 50, 3,000 steps (seconds on a CPU)."""
+        """SPEC's setting: d 300, k 4, n 1,000, SGD lr 0.5, batches of 50, 3,000 steps (seconds on a
+        CPU)."""
         return cls(preset="quick")
 
     @classmethod
     def full(cls) -> "HessianConfig":
-        """d 900, n 3,000 (same gamma), 9,000 steps: the same predictions with smaller finite-size errors."""
-        return cls(preset="full", d=900, n=3000, n_test=6000, steps=9000,
-                   spectrum_steps=(0, 10, 30, 100, 300, 1000, 3000, 9000))
+        """d 900, n 3,000 (same gamma), 9,000 steps: the same predictions with smaller finite-size
+        errors."""
+        return cls(
+            preset="full",
+            d=900,
+            n=3000,
+            n_test=6000,
+            steps=9000,
+            spectrum_steps=(0, 10, 30, 100, 300, 1000, 3000, 9000),
+        )
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "HessianConfig"]]:
@@ -470,10 +534,13 @@ class HessianConfig(ExperimentConfig):
 
 @dataclass
 class HessianRun:
-    """What :func:`train_mixture` measured, as plain arrays indexed by ``steps`` (the spectrum steps).
+    """What :func:`train_mixture` measured, as plain arrays indexed by ``steps`` (the spectrum
+    steps).
 
-    ``eigenvalues (T, k d)`` largest first; ``vectors (T, k d, m)`` the top ``m = k^2`` eigenvectors;
-    ``bulk_edge (T,)`` from :func:`bulk_edge_at`; ``weights (T, k, d)``; ``train_acc``, ``test_acc``,
+    ``eigenvalues (T, k d)`` largest first; ``vectors (T, k d, m)`` the top ``m = k^2``
+    eigenvectors;
+    ``bulk_edge (T,)`` from :func:`bulk_edge_at`; ``weights (T, k, d)``; ``train_acc``,
+    ``test_acc``,
     ``loss (T,)``; ``config`` is ``asdict`` of the :class:`HessianConfig`.
     """
 
@@ -488,18 +555,28 @@ class HessianRun:
     loss: np.ndarray
 
     def alignment(self) -> np.ndarray:
-        """:func:`weight_alignment` of the weights with the top ``k - 1`` eigenvectors at each step (nan at ``X = 0``)."""
+        """:func:`weight_alignment` of the weights with the top ``k - 1`` eigenvectors at each step
+        (nan at ``X = 0``)."""
         k = self.config["k"]
-        return np.array([weight_alignment(W, V[:, : k - 1], k) if np.any(W) else np.nan
-                         for W, V in zip(self.weights, self.vectors)])
+        return np.array(
+            [
+                weight_alignment(W, V[:, : k - 1], k) if np.any(W) else np.nan
+                for W, V in zip(self.weights, self.vectors)
+            ]
+        )
 
     def outlier_counts(self, margin: float = 0.03) -> np.ndarray:
-        """Eigenvalues more than ``margin`` (3 %) above the bulk edge, at each spectrum step ``(T,)``."""
-        return np.array([count_outliers(E, edge, margin) for E, edge in zip(self.eigenvalues, self.bulk_edge)])
+        """Eigenvalues more than ``margin`` (3 %) above the bulk edge, at each spectrum step
+        ``(T,)``."""
+        return np.array(
+            [count_outliers(E, edge, margin) for E, edge in zip(self.eigenvalues, self.bulk_edge)]
+        )
 
     def __repr__(self) -> str:
-        return (f"HessianRun(snr={self.config['snr']:g}, steps={self.steps.tolist()}, "
-                f"outliers={self.outlier_counts().tolist()}, test_acc={self.test_acc[-1]:.3f})")
+        return (
+            f"HessianRun(snr={self.config['snr']:g}, steps={self.steps.tolist()}, "
+            f"outliers={self.outlier_counts().tolist()}, test_acc={self.test_acc[-1]:.3f})"
+        )
 
 
 def _accuracy(model: nn.Module, data: MixtureData) -> float:
@@ -513,8 +590,11 @@ def measure(model: nn.Module, train: MixtureData, beta: float, top: int):
     return E.numpy(), V[:, :top].numpy(), bulk_edge_at(model, train, beta)
 
 
-def train_mixture(config: HessianConfig, data: tuple[MixtureData, MixtureData] | None = None) -> HessianRun:
-    """Train softmax regression by SGD from ``X = 0`` and measure ``H`` at ``config.spectrum_steps``.
+def train_mixture(
+    config: HessianConfig, data: tuple[MixtureData, MixtureData] | None = None
+) -> HessianRun:
+    """Train softmax regression by SGD from ``X = 0`` and measure ``H`` at
+    ``config.spectrum_steps``.
 
     The chapter shows this loop: sample a batch (a seeded generator), cross-entropy
     plus ``beta/2 |X|^2``, one SGD step. Deterministic given the config.
@@ -523,15 +603,35 @@ def train_mixture(config: HessianConfig, data: tuple[MixtureData, MixtureData] |
     model = config.make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    rows = {name: [] for name in ("eigenvalues", "vectors", "bulk_edge", "weights", "train_acc", "test_acc",
-                                  "loss")}
+    rows = {
+        name: []
+        for name in (
+            "eigenvalues",
+            "vectors",
+            "bulk_edge",
+            "weights",
+            "train_acc",
+            "test_acc",
+            "loss",
+        )
+    }
     for step in range(config.steps + 1):
         if step in config.spectrum_steps:
-            E, V, edge = measure(model, train, config.beta, top=config.k ** 2)
+            E, V, edge = measure(model, train, config.beta, top=config.k**2)
             with torch.no_grad():
                 loss = float(mixture_loss(model.weight, train, config.beta))
-            for name, value in zip(rows, (E, V, edge, model.weight.detach().numpy().copy(),
-                                          _accuracy(model, train), _accuracy(model, test), loss)):
+            for name, value in zip(
+                rows,
+                (
+                    E,
+                    V,
+                    edge,
+                    model.weight.detach().numpy().copy(),
+                    _accuracy(model, train),
+                    _accuracy(model, test),
+                    loss,
+                ),
+            ):
                 rows[name].append(value)
         if step == config.steps:
             break
@@ -541,5 +641,8 @@ def train_mixture(config: HessianConfig, data: tuple[MixtureData, MixtureData] |
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return HessianRun(config=asdict(config), steps=np.array(config.spectrum_steps),
-                      **{name: np.array(values) for name, values in rows.items()})
+    return HessianRun(
+        config=asdict(config),
+        steps=np.array(config.spectrum_steps),
+        **{name: np.array(values) for name, values in rows.items()},
+    )

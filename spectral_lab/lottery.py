@@ -35,19 +35,37 @@ import torch
 from torch import nn
 
 from .data import ClassificationData
-from .pruning import Mask, apply_mask, layer_densities, magnitude_mask, mask_density, random_mask_like
+from .pruning import (
+    Mask,
+    apply_mask,
+    layer_densities,
+    magnitude_mask,
+    mask_density,
+    random_mask_like,
+)
 from .record import RunRecord
 from .spectra import agreement, diagonal_mean
 from .supervised import ClassifierConfig, FitResult, fit
 from .views import LayerSelector, find_matrices
 
-__all__ = ["LotteryConfig", "DenseRun", "OneShot", "PruningRound", "dense_run", "masked_run", "one_shot",
-           "iterative_pruning", "mask_agreement", "run_agreement"]
+__all__ = [
+    "LotteryConfig",
+    "DenseRun",
+    "OneShot",
+    "PruningRound",
+    "dense_run",
+    "masked_run",
+    "one_shot",
+    "iterative_pruning",
+    "mask_agreement",
+    "run_agreement",
+]
 
 
 @dataclass(frozen=True)
 class LotteryConfig(ClassifierConfig):
-    """A lottery-ticket experiment: the classification run, plus what is kept, from when, in how many rounds.
+    """A lottery-ticket experiment: the classification run, plus what is kept, from when, in how
+    many rounds.
 
     ``keep`` is the fraction of the entries of the masked matrices (every
     matrix but the last) that survive; ``rewind_epoch`` the epoch whose first
@@ -66,9 +84,13 @@ class LotteryConfig(ClassifierConfig):
     def validate(self) -> None:
         super().validate()
         if not 0.0 < self.keep < 1.0:
-            raise ValueError(f"keep is the fraction of weights kept and must lie in (0, 1), got {self.keep}")
+            raise ValueError(
+                f"keep is the fraction of weights kept and must lie in (0, 1), got {self.keep}"
+            )
         if not 0 <= self.rewind_epoch < self.epochs:
-            raise ValueError(f"rewind_epoch must lie in [0, epochs={self.epochs}), got {self.rewind_epoch}")
+            raise ValueError(
+                f"rewind_epoch must lie in [0, epochs={self.epochs}), got {self.rewind_epoch}"
+            )
         if self.imp_rounds < 1:
             raise ValueError(f"imp_rounds must be a positive integer, got {self.imp_rounds}")
         if self.mask_seed < 0:
@@ -80,7 +102,8 @@ class LotteryConfig(ClassifierConfig):
 
     @property
     def imp_keeps(self) -> tuple[float, ...]:
-        """The density after each IMP round: ``keep ** (r / imp_rounds)`` for ``r = 1 .. imp_rounds``.
+        """The density after each IMP round: ``keep ** (r / imp_rounds)`` for ``r = 1 ..
+        imp_rounds``.
 
         Every round removes the same fraction ``1 - keep ** (1 / imp_rounds)`` of
         the surviving weights; the last round ends exactly at ``keep``.
@@ -90,12 +113,14 @@ class LotteryConfig(ClassifierConfig):
     # ---- presets ---------------------------------------------------------------------------------
     @classmethod
     def quick(cls) -> "LotteryConfig":
-        """SPEC's MNIST-1D setting (40 epochs, rewind to epoch 4, keep 5 %), IMP in 4 rounds of 53 %; seconds a run."""
+        """SPEC's MNIST-1D setting (40 epochs, rewind to epoch 4, keep 5 %), IMP in 4 rounds of 53
+        %; seconds a run."""
         return cls(preset="quick", imp_rounds=4, track_every=250)
 
     @classmethod
     def full(cls) -> "LotteryConfig":
-        """The paper's schedule on the offline stand-in: 164 epochs, rewind to epoch 4, IMP in 13 rounds of ~21 %.
+        """The paper's schedule on the offline stand-in: 164 epochs, rewind to epoch 4, IMP in 13
+        rounds of ~21 %.
 
         Frankle & Carbin prune 20 % of the survivors per round; 13 rounds of
         ``1 - 0.05 ** (1/13) = 20.6 %`` end at the same 5 % as the one-shot mask.
@@ -107,10 +132,12 @@ class LotteryConfig(ClassifierConfig):
         return {"quick": cls.quick, "full": cls.full}
 
 
-# ---- the runs ----------------------------------------------------------------------------------------
+# ---- the runs
+# ----------------------------------------------------------------------------------------
 @dataclass
 class DenseRun:
-    """The dense run (``final``, tracked) and the state it is rewound to (``rewind``: model and momentum at step k)."""
+    """The dense run (``final``, tracked) and the state it is rewound to (``rewind``: model and
+    momentum at step k)."""
 
     final: FitResult
     rewind: FitResult
@@ -121,12 +148,19 @@ class DenseRun:
         return self.rewind.step
 
     def __repr__(self) -> str:
-        return f"DenseRun(test acc {self.final.history['test_acc'][-1]:.3f}, rewind step {self.rewind_step})"
+        test_acc = self.final.history["test_acc"][-1]
+        return f"DenseRun(test acc {test_acc:.3f}, rewind step {self.rewind_step})"
 
 
-def dense_run(config: LotteryConfig, data: ClassificationData | None = None, *, track: bool = True,
-              progress: bool | None = False) -> DenseRun:
-    """Train the dense network to the end, and again to the rewind step (untracked) for its state there.
+def dense_run(
+    config: LotteryConfig,
+    data: ClassificationData | None = None,
+    *,
+    track: bool = True,
+    progress: bool | None = False,
+) -> DenseRun:
+    """Train the dense network to the end, and again to the rewind step (untracked) for its state
+    there.
 
     The run is deterministic (seed, data order), so the second call reproduces
     the first ``rewind_step`` updates of the first: its model and optimizer
@@ -134,25 +168,47 @@ def dense_run(config: LotteryConfig, data: ClassificationData | None = None, *, 
     """
     data = config.make_data() if data is None else data
     final = fit(config, data=data, track=track, progress=progress)
-    rewind = fit(config, data=data, stop_step=config.rewind_step(len(data.train_y)), track=False, progress=False)
+    rewind = fit(
+        config,
+        data=data,
+        stop_step=config.rewind_step(len(data.train_y)),
+        track=False,
+        progress=False,
+    )
     return DenseRun(final, rewind, data)
 
 
-def masked_run(config: LotteryConfig, dense: DenseRun, mask: Mask, *, track: bool = True,
-               progress: bool | None = False) -> FitResult:
-    """Train ``mask * W(k)`` from the rewind step to the end, with the dense run's momentum and data order.
+def masked_run(
+    config: LotteryConfig,
+    dense: DenseRun,
+    mask: Mask,
+    *,
+    track: bool = True,
+    progress: bool | None = False,
+) -> FitResult:
+    """Train ``mask * W(k)`` from the rewind step to the end, with the dense run's momentum and data
+    order.
 
     The model starts as a copy of the dense model at step ``k``; ``fit`` zeroes
     the masked weights and their gradients at every step.
     """
     model = copy.deepcopy(dense.rewind.model)
-    return fit(config, model=model, data=dense.data, start_step=dense.rewind_step,
-               optimizer_state=dense.rewind.optimizer_state, mask=mask, track=track, progress=progress)
+    return fit(
+        config,
+        model=model,
+        data=dense.data,
+        start_step=dense.rewind_step,
+        optimizer_state=dense.rewind.optimizer_state,
+        mask=mask,
+        track=track,
+        progress=progress,
+    )
 
 
 @dataclass
 class OneShot:
-    """One-shot masks from the dense run's final weights and the runs they give: ``masks[kind]``, ``runs[kind]``."""
+    """One-shot masks from the dense run's final weights and the runs they give: ``masks[kind]``,
+    ``runs[kind]``."""
 
     masks: dict[str, Mask]
     runs: dict[str, FitResult]
@@ -166,18 +222,29 @@ class OneShot:
         return f"OneShot(test acc: {accs})"
 
 
-def one_shot(config: LotteryConfig, dense: DenseRun, *, layers: LayerSelector = None, track: bool = True,
-             progress: bool | None = False) -> OneShot:
-    """The global magnitude mask (``keep`` of every matrix but the last) and its per-layer random control, trained."""
+def one_shot(
+    config: LotteryConfig,
+    dense: DenseRun,
+    *,
+    layers: LayerSelector = None,
+    track: bool = True,
+    progress: bool | None = False,
+) -> OneShot:
+    """The global magnitude mask (``keep`` of every matrix but the last) and its per-layer random
+    control, trained."""
     magnitude = magnitude_mask(dense.final.model, config.keep, layers=layers)
     masks = {"magnitude": magnitude, "random": random_mask_like(magnitude, seed=config.mask_seed)}
-    runs = {kind: masked_run(config, dense, mask, track=track, progress=progress) for kind, mask in masks.items()}
+    runs = {
+        kind: masked_run(config, dense, mask, track=track, progress=progress)
+        for kind, mask in masks.items()
+    }
     return OneShot(masks, runs)
 
 
 @dataclass
 class PruningRound:
-    """One round of iterative magnitude pruning: the mask, its densities and the test accuracy after training.
+    """One round of iterative magnitude pruning: the mask, its densities and the test accuracy after
+    training.
 
     ``random_test_acc`` is the accuracy of a random mask with the same
     per-layer densities, trained the same way (``None`` without the control).
@@ -192,13 +259,25 @@ class PruningRound:
     model: nn.Module | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
-        control = "" if self.random_test_acc is None else f", random mask {self.random_test_acc:.3f}"
-        return f"PruningRound({self.round}: density {self.density:.4f}, test acc {self.test_acc:.3f}{control})"
+        control = (
+            "" if self.random_test_acc is None else f", random mask {self.random_test_acc:.3f}"
+        )
+        return (
+            f"PruningRound({self.round}: density {self.density:.4f}, "
+            f"test acc {self.test_acc:.3f}{control})"
+        )
 
 
-def iterative_pruning(config: LotteryConfig, dense: DenseRun, *, layers: LayerSelector = None,
-                      random_control: bool = True, progress: bool | None = False) -> list[PruningRound]:
-    """Iterative magnitude pruning with rewinding: ``config.imp_rounds`` rounds down to ``config.keep``.
+def iterative_pruning(
+    config: LotteryConfig,
+    dense: DenseRun,
+    *,
+    layers: LayerSelector = None,
+    random_control: bool = True,
+    progress: bool | None = False,
+) -> list[PruningRound]:
+    """Iterative magnitude pruning with rewinding: ``config.imp_rounds`` rounds down to
+    ``config.keep``.
 
     Round ``r`` prunes the smallest surviving weights of the previous round's
     trained network (round 0 is the dense run) down to density
@@ -214,14 +293,26 @@ def iterative_pruning(config: LotteryConfig, dense: DenseRun, *, layers: LayerSe
         control = None
         if random_control:
             random_mask = random_mask_like(mask, seed=config.mask_seed + r)
-            control = float(masked_run(config, dense, random_mask, track=False).history["test_acc"][-1])
-        rounds.append(PruningRound(r, mask, layer_densities(mask), mask_density(mask),
-                                   float(run.history["test_acc"][-1]), control, run.model))
+            control = float(
+                masked_run(config, dense, random_mask, track=False).history["test_acc"][-1]
+            )
+        rounds.append(
+            PruningRound(
+                r,
+                mask,
+                layer_densities(mask),
+                mask_density(mask),
+                float(run.history["test_acc"][-1]),
+                control,
+                run.model,
+            )
+        )
         trained = run.model
     return rounds
 
 
-# ---- what the chapter measures -------------------------------------------------------------------------
+# ---- what the chapter measures
+# -------------------------------------------------------------------------
 def _matrices(model: nn.Module, mask: Mask) -> dict[str, tuple[str, torch.Tensor]]:
     """Layer name -> (parameter name, 2-D view) for the masked matrices of ``model``."""
     out = {}
@@ -234,20 +325,27 @@ def _matrices(model: nn.Module, mask: Mask) -> dict[str, tuple[str, torch.Tensor
 
 @torch.no_grad()
 def mask_agreement(model: nn.Module, mask: Mask, k: int = 10) -> dict[str, np.ndarray]:
-    """Singular-vector agreement between each masked matrix and the same matrix with the mask applied.
+    """Singular-vector agreement between each masked matrix and the same matrix with the mask
+    applied.
 
-    ``{layer: S}`` with ``S[j, i] = |u_j . u'_i| |v_j . v'_i|`` (:func:`spectral_lab.spectra.agreement`),
+    ``{layer: S}`` with ``S[j, i] = |u_j . u'_i| |v_j . v'_i|``
+    (:func:`spectral_lab.spectra.agreement`),
     ``u, v`` the singular vectors of ``mask * W`` and ``u', v'`` those of ``W``,
     shape ``(k, k)``. Its diagonal says whether pruning kept the top
     directions of ``W``; its :func:`~spectral_lab.spectra.diagonal_mean` is the paper's scalar.
     """
     originals, pruned = _matrices(model, mask), _matrices(apply_mask(model, mask), mask)
-    return {name: agreement(pruned[name][1].double(), W.double(), k).numpy() for name, (_, W) in originals.items()}
+    return {
+        name: agreement(pruned[name][1].double(), W.double(), k).numpy()
+        for name, (_, W) in originals.items()
+    }
 
 
-def run_agreement(record: RunRecord, reference: RunRecord, k: int = 10,
-                  layers=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Top-``k`` agreement between two runs at the steps both recorded: ``(steps, {layer: (T,) diagonal mean})``.
+def run_agreement(
+    record: RunRecord, reference: RunRecord, k: int = 10, layers=None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Top-``k`` agreement between two runs at the steps both recorded: ``(steps, {layer: (T,)
+    diagonal mean})``.
 
     For a masked run and the dense run it came from: at every common step
     ``t``, ``S(t)[j, i] = |u_j . u'_i| |v_j . v'_i|`` between the two runs'

@@ -1,4 +1,5 @@
-"""Memorization: one network trained on true and on randomized labels (SPEC section 2, "Memorization").
+"""Memorization: one network trained on true and on randomized labels (SPEC section 2,
+"Memorization").
 
 Zhang et al. (2017) showed that a network fits random labels as completely
 as true ones. Yunis et al. (section 6 of the paper) ask what the weights do
@@ -74,28 +75,39 @@ class MemorizationConfig(ClassifierConfig):
     def validate(self) -> None:
         super().validate()
         if self.label_noise != 0.0:
-            raise ValueError("label_noise is set per run from label_fractions; leave it at 0 and list the "
-                             f"fractions instead, e.g. label_fractions=(0.0, {self.label_noise:g})")
+            raise ValueError(
+                "label_noise is set per run from label_fractions; leave it at 0 and list the "
+                f"fractions instead, e.g. label_fractions=(0.0, {self.label_noise:g})"
+            )
         fractions = self.label_fractions
         if not fractions:
             raise ValueError("label_fractions must list at least one fraction of randomized labels")
         for fraction in fractions:
             if not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"label_fractions must lie in [0, 1] (0: true labels, 1: all random), "
-                                 f"got {fraction:g}")
+                raise ValueError(
+                    f"label_fractions must lie in [0, 1] (0: true labels, 1: all random), "
+                    f"got {fraction:g}"
+                )
         if len(set(fractions)) != len(fractions):
             raise ValueError(f"label_fractions must not repeat a fraction, got {fractions}")
 
     def configs(self, fractions=None) -> list[ClassifierConfig]:
-        """One :class:`~spectral_lab.supervised.ClassifierConfig` per label fraction, everything else equal.
+        """One :class:`~spectral_lab.supervised.ClassifierConfig` per label fraction, everything
+        else equal.
 
         ``fractions`` (default: ``label_fractions``) must be a subset of
         ``label_fractions``. Each config's preset reads ``"<preset>/labels=<fraction>"``.
         """
         chosen = self._check_fractions(fractions)
-        shared = {f.name: getattr(self, f.name) for f in fields(ClassifierConfig)
-                  if f.name not in ("preset", "label_noise")}
-        return [ClassifierConfig(**shared, preset=f"{self.preset}/labels={f:g}", label_noise=f) for f in chosen]
+        shared = {
+            f.name: getattr(self, f.name)
+            for f in fields(ClassifierConfig)
+            if f.name not in ("preset", "label_noise")
+        }
+        return [
+            ClassifierConfig(**shared, preset=f"{self.preset}/labels={f:g}", label_noise=f)
+            for f in chosen
+        ]
 
     def _check_fractions(self, fractions) -> tuple[float, ...]:
         if fractions is None:
@@ -103,14 +115,17 @@ class MemorizationConfig(ClassifierConfig):
         chosen = tuple(float(f) for f in fractions)
         unknown = [f for f in chosen if f not in self.label_fractions]
         if not chosen or unknown:
-            raise ValueError(f"fractions must be a non-empty subset of label_fractions {self.label_fractions}, "
-                             f"got {tuple(fractions)}")
+            raise ValueError(
+                f"fractions must be a non-empty subset of label_fractions {self.label_fractions}, "
+                f"got {tuple(fractions)}"
+            )
         return chosen
 
     # ---- presets ---------------------------------------------------------------------------------
     @classmethod
     def quick(cls) -> "MemorizationConfig":
-        """MNIST-1D, MLP 40-256-256-10, SGD lr 0.03 momentum 0.9 constant, batch 128, 100 epochs (3,100 steps).
+        """MNIST-1D, MLP 40-256-256-10, SGD lr 0.03 momentum 0.9 constant, batch 128, 100 epochs
+        (3,100 steps).
 
         Five label fractions (0, 0.25, 0.5, 0.75, 1); every run fits its training
         set, the fully random one by about epoch 60. About 5 s a run on one CPU core.
@@ -119,8 +134,10 @@ class MemorizationConfig(ClassifierConfig):
 
     @classmethod
     def full(cls) -> "MemorizationConfig":
-        """The paper's recipe where an offline stand-in exists: its 4-layer MLP (three hidden layers of 256)
-        on MNIST-1D, SGD lr 0.01 momentum 0.9 constant, batch 128, 300 epochs, true and random labels.
+        """The paper's recipe where an offline stand-in exists: its 4-layer MLP (three hidden layers
+        of 256)
+        on MNIST-1D, SGD lr 0.01 momentum 0.9 constant, batch 128, 300 epochs, true and random
+        labels.
 
         The paper trains on CIFAR-10 and sweeps the learning rate over 0.1 ... 1e-4.
         Measured once here (seed 0, true and random labels, 80 s for both on a
@@ -131,8 +148,15 @@ class MemorizationConfig(ClassifierConfig):
         in fc3 (0.663 against 0.695), so at this scale the rank claim holds for
         one of the two middle layers only.
         """
-        return cls(preset="full", hidden=(256, 256, 256), lr=0.01, epochs=300, eval_every=155, track_every=155,
-                   label_fractions=(0.0, 0.25, 0.5, 0.75, 1.0))
+        return cls(
+            preset="full",
+            hidden=(256, 256, 256),
+            lr=0.01,
+            epochs=300,
+            eval_every=155,
+            track_every=155,
+            label_fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
+        )
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "MemorizationConfig"]]:
@@ -140,7 +164,8 @@ class MemorizationConfig(ClassifierConfig):
 
 
 def record_path(out: str | Path, fraction: float) -> Path:
-    """Where :func:`run_memorization` keeps the record of one label fraction: ``out/labels_<fraction>.npz``."""
+    """Where :func:`run_memorization` keeps the record of one label fraction:
+    ``out/labels_<fraction>.npz``."""
     return Path(out) / f"labels_{float(fraction):g}.npz"
 
 
@@ -150,13 +175,21 @@ def memorization_outputs(config: MemorizationConfig, out: str | Path) -> list[Pa
 
 
 def _matches(record: RunRecord, config: ClassifierConfig) -> bool:
-    return not config.differences(record.config) and len(record) and \
-        int(record.steps[-1]) == config.total_steps(len(config.make_data().train_y))
+    return (
+        not config.differences(record.config)
+        and len(record)
+        and int(record.steps[-1]) == config.total_steps(len(config.make_data().train_y))
+    )
 
 
-def run_memorization(config: MemorizationConfig, fractions=None, out: str | Path | None = None,
-                     progress: bool | None = None) -> dict[float, RunRecord]:
-    """Train one run per label fraction with :func:`~spectral_lab.supervised.fit`; ``{fraction: record}``.
+def run_memorization(
+    config: MemorizationConfig,
+    fractions=None,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+) -> dict[float, RunRecord]:
+    """Train one run per label fraction with :func:`~spectral_lab.supervised.fit`; ``{fraction:
+    record}``.
 
     The runs share the initialisation (``seed``), the minibatch order
     (``data_seed``) and every hyperparameter; only the training labels differ.
@@ -177,7 +210,9 @@ def run_memorization(config: MemorizationConfig, fractions=None, out: str | Path
                 records[fraction] = record
                 continue
         record = fit(run_config, progress=progress).record
-        record.meta.update(experiment=config.experiment, label_fractions=list(config.label_fractions))
+        record.meta.update(
+            experiment=config.experiment, label_fractions=list(config.label_fractions)
+        )
         if path is not None:
             record.save(path)
         records[fraction] = record
@@ -185,14 +220,16 @@ def run_memorization(config: MemorizationConfig, fractions=None, out: str | Path
 
 
 def middle_layers(record: RunRecord) -> list[str]:
-    """The record's layers without the first and the last: for an MLP, the hidden-to-hidden matrices."""
+    """The record's layers without the first and the last: for an MLP, the hidden-to-hidden
+    matrices."""
     if len(record.layers) < 3:
         raise ValueError(f"a middle layer needs at least 3 layers; the record has {record.layers}")
     return record.layers[1:-1]
 
 
 def fitted_step(record: RunRecord, threshold: float = 0.99) -> int:
-    """The first snapshot step at which the training accuracy (on the labels trained on) reaches ``threshold``.
+    """The first snapshot step at which the training accuracy (on the labels trained on) reaches
+    ``threshold``.
 
     Raises ``ValueError`` if it never does: then the run has not fitted its
     training set and an "equal training accuracy" comparison is meaningless.
@@ -200,12 +237,17 @@ def fitted_step(record: RunRecord, threshold: float = 0.99) -> int:
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
     if "train_acc" not in record.scalars:
-        raise ValueError("the record has no train_acc scalar; record it with fit() or tracker.step(..., train_acc=)")
+        raise ValueError(
+            "the record has no train_acc scalar; record it with fit() or tracker.step(..., "
+            "train_acc=)"
+        )
     accuracy = record.scalars["train_acc"]
     reached = np.flatnonzero(accuracy >= threshold)
     if not reached.size:
-        raise ValueError(f"the training accuracy never reaches {threshold:g} (at most {np.nanmax(accuracy):.3f} "
-                         f"by step {int(record.steps[-1])}): train longer")
+        raise ValueError(
+            f"the training accuracy never reaches {threshold:g} (at most {np.nanmax(accuracy):.3f} "
+            f"by step {int(record.steps[-1])}): train longer"
+        )
     return int(record.steps[reached[0]])
 
 
@@ -220,8 +262,11 @@ def rank_at_fit(record: RunRecord, layers=None, threshold: float = 0.99) -> floa
     return float(record.norm_eff_rank(layers)[i].mean())
 
 
-def settling_steps(record: RunRecord, layer: str, threshold: float = 0.9, k: int | None = None) -> np.ndarray:
-    """For each rank ``i``, the step from which ``S_ii(t)`` (agreement with the final step) stays ``>= threshold``.
+def settling_steps(
+    record: RunRecord, layer: str, threshold: float = 0.9, k: int | None = None
+) -> np.ndarray:
+    """For each rank ``i``, the step from which ``S_ii(t)`` (agreement with the final step) stays
+    ``>= threshold``.
 
     ``S(t)`` is :meth:`RunRecord.agreement_with` ``("final")``:
     ``S_ii(t) = |u_i(t) . u_i(T)| * |v_i(t) . v_i(T)|``, 1 when the i-th pair of
@@ -235,7 +280,11 @@ def settling_steps(record: RunRecord, layer: str, threshold: float = 0.9, k: int
     S = record.agreement_with("final", layers=[layer])[layer]  # (T, k, k)
     diagonal = np.diagonal(S, axis1=1, axis2=2)  # (T, k)
     if k is not None:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= diagonal.shape[1]:
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, (int, np.integer))
+            or not 1 <= k <= diagonal.shape[1]
+        ):
             raise ValueError(f"k must be an integer from 1 to {diagonal.shape[1]}, got {k!r}")
         diagonal = diagonal[:, :k]
     steps = record.steps
@@ -246,15 +295,25 @@ def settling_steps(record: RunRecord, layer: str, threshold: float = 0.9, k: int
     return out
 
 
-# ---- the command line: python -m spectral_lab run memorization --preset full --out runs/memorization -------
-def _run_for_cli(config: MemorizationConfig, out, resume: bool = False, progress: bool | None = None):
-    """With ``--resume`` finished records of the same configuration are kept (the sweep resumes run by run);
-    without it the command line has already checked that ``--overwrite`` was given, so old records go."""
+# ---- the command line: python -m spectral_lab run memorization --preset full --out
+# runs/memorization -------
+def _run_for_cli(
+    config: MemorizationConfig, out, resume: bool = False, progress: bool | None = None
+):
+    """With ``--resume`` finished records of the same configuration are kept (the sweep resumes run
+    by run);
+    without it the command line has already checked that ``--overwrite`` was given, so old records
+    go."""
     if not resume:
         for path in memorization_outputs(config, out):
             path.unlink(missing_ok=True)
     return list(run_memorization(config, out=out, progress=progress).values())
 
 
-EXPERIMENTS["memorization"] = Experiment(MemorizationConfig, _run_for_cli, memorization_outputs, "",
-                                         "a folder with one record per fraction of randomized labels")
+EXPERIMENTS["memorization"] = Experiment(
+    MemorizationConfig,
+    _run_for_cli,
+    memorization_outputs,
+    "",
+    "a folder with one record per fraction of randomized labels",
+)

@@ -38,8 +38,17 @@ from torch import nn
 
 from .views import centre_tap, split_gates, split_heads
 
-__all__ = ["Embed", "ModularTransformer", "ModularMLP", "MLP", "CNN1d", "DigitsCNN", "RowLSTM",
-           "TransformerLM", "TinyUNet"]
+__all__ = [
+    "Embed",
+    "ModularTransformer",
+    "ModularMLP",
+    "MLP",
+    "CNN1d",
+    "DigitsCNN",
+    "RowLSTM",
+    "TransformerLM",
+    "TinyUNet",
+]
 
 
 def _positive(name: str, value) -> int:
@@ -49,7 +58,8 @@ def _positive(name: str, value) -> int:
 
 
 class Embed(nn.Module):
-    """A learned embedding stored as ``weight (d_model, vocab)``; ``forward(tokens)`` -> ``(..., d_model)``.
+    """A learned embedding stored as ``weight (d_model, vocab)``; ``forward(tokens)`` -> ``(...,
+    d_model)``.
 
     Entries start at ``N(0, 1 / d_model)``, so every embedding vector starts
     with a norm near 1 (the initialisation of Nanda et al.'s grokking model).
@@ -57,7 +67,9 @@ class Embed(nn.Module):
 
     def __init__(self, vocab: int, d_model: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(d_model, vocab) / math.sqrt(d_model))  # (d_model, vocab)
+        self.weight = nn.Parameter(
+            torch.randn(d_model, vocab) / math.sqrt(d_model)
+        )  # (d_model, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.embedding(tokens, self.weight.T)  # (..., d_model)
@@ -92,18 +104,25 @@ class ModularTransformer(nn.Module):
         self.embed = Embed(p + 1, d_model)
         self.pos_embed = Embed(3, d_model)
         self.attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
-        self.mlp = nn.ModuleDict({"in": nn.Linear(d_model, d_mlp), "out": nn.Linear(d_mlp, d_model)})
+        self.mlp = nn.ModuleDict(
+            {"in": nn.Linear(d_model, d_mlp), "out": nn.Linear(d_mlp, d_model)}
+        )
         self.unembed = nn.Linear(d_model, p, bias=False)
 
     def layer_pairs(self) -> list[tuple[str, str]]:
-        """Consecutive matrices whose alignment is meaningful: the output of the first feeds the second.
+        """Consecutive matrices whose alignment is meaningful: the output of the first feeds the
+        second.
 
         ``embed -> attn.in_proj_weight`` is the pair whose early alignment the
         paper reports; the residual stream also joins the attention output to
         the MLP and the MLP to the unembedding.
         """
-        return [("embed", "attn.in_proj_weight"), ("attn.out_proj", "mlp.in"),
-                ("mlp.in", "mlp.out"), ("mlp.out", "unembed")]
+        return [
+            ("embed", "attn.in_proj_weight"),
+            ("attn.out_proj", "mlp.in"),
+            ("mlp.in", "mlp.out"),
+            ("mlp.out", "unembed"),
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != 2:
@@ -136,11 +155,14 @@ class ModularMLP(nn.Module):
         for name, value in (("d_embed", d_embed), ("d_hidden", d_hidden)):
             _positive(name, value)
         self.embed = Embed(p, d_embed)
-        self.mlp = nn.ModuleDict({"in": nn.Linear(2 * d_embed, d_hidden), "out": nn.Linear(d_hidden, d_hidden)})
+        self.mlp = nn.ModuleDict(
+            {"in": nn.Linear(2 * d_embed, d_hidden), "out": nn.Linear(d_hidden, d_hidden)}
+        )
         self.unembed = nn.Linear(d_hidden, p)
 
     def layer_pairs(self) -> list[tuple[str, str]]:
-        """``mlp.in -> mlp.out -> unembed``; the embedding feeds ``mlp.in`` twice (a and b), so it pairs with neither half alone."""
+        """``mlp.in -> mlp.out -> unembed``; the embedding feeds ``mlp.in`` twice (a and b), so it
+        pairs with neither half alone."""
         return [("mlp.in", "mlp.out"), ("mlp.out", "unembed")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +178,8 @@ class ModularMLP(nn.Module):
 
 
 class MLP(nn.Module):
-    """A ReLU MLP with layers ``fc1 ... fcL``: ``MLP((40, 256, 256, 10))`` maps ``(N, 40)`` to logits ``(N, 10)``.
+    """A ReLU MLP with layers ``fc1 ... fcL``: ``MLP((40, 256, 256, 10))`` maps ``(N, 40)`` to
+    logits ``(N, 10)``.
 
     ``sizes`` are the widths from input to output. Inputs with more than one
     feature dimension (images) are flattened. ``fc{l}.weight`` has shape
@@ -188,7 +211,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)  # (N, sizes[0])
         if h.shape[1] != self.sizes[0]:
-            raise ValueError(f"expected inputs with {self.sizes[0]} features, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected inputs with {self.sizes[0]} features, got shape {tuple(x.shape)}"
+            )
         *hidden, last = [getattr(self, name) for name in self.layer_names]
         for layer in hidden:
             h = F.relu(layer(h))
@@ -199,7 +224,8 @@ class MLP(nn.Module):
 
 
 class CNN1d(nn.Module):
-    """A small 1-D ConvNet for signals ``(N, length)`` or ``(N, 1, length)``; returns logits ``(N, n_classes)``.
+    """A small 1-D ConvNet for signals ``(N, length)`` or ``(N, 1, length)``; returns logits ``(N,
+    n_classes)``.
 
     Three convolutions (kernel 5, padding 2; the last two with stride 2) with
     ``channels`` filters and ReLU, then a linear layer on the flattened
@@ -229,19 +255,25 @@ class CNN1d(nn.Module):
         if x.ndim == 2:
             x = x[:, None]  # (N, 1, length)
         if x.ndim != 3 or x.shape[1:] != (1, self.length):
-            raise ValueError(f"expected signals of shape (N, {self.length}) or (N, 1, {self.length}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected signals of shape (N, {self.length}) or (N, 1, {self.length}), "
+                f"got {tuple(x.shape)}"
+            )
         h = F.relu(self.conv1(x))  # (N, c, length)
         h = F.relu(self.conv2(h))  # (N, c, length / 2)
         h = F.relu(self.conv3(h))  # (N, c, length / 4)
         return self.fc(h.flatten(1))  # (N, n_classes)
 
 
-# ---- chapter "Across architectures": one small network of each kind --------------------------------
-# Each has ``layer_pairs()`` (whole matrices whose alignment the tracker can follow: the output space of the
-# first is the input space of the second) and ``alignment_pairs()`` (the paper's pairs, some of them blocks
+# ---- chapter "Across architectures": one small network of each kind
+# --------------------------------
+# Each has ``layer_pairs()`` (whole matrices whose alignment the tracker can follow: the output
+# space of the
+# first is the input space of the second) and ``alignment_pairs()`` (the paper's pairs, some of them
+# blocks
 # of a matrix: conv kernels at their centre tap, Q with K per head, V with O, LSTM gate blocks).
-# ``alignment_pairs()`` returns ``{name: (W_prev, W_next)}`` with ``W_prev (..., m, n)``, ``W_next (..., p, m)``,
+# ``alignment_pairs()`` returns ``{name: (W_prev, W_next)}`` with ``W_prev (..., m, n)``, ``W_next
+# (..., p, m)``,
 # ready for :func:`spectral_lab.spectra.alignment`. Every model registers its output layer last, the
 # layer SVD pruning leaves alone.
 
@@ -251,7 +283,8 @@ class DigitsCNN(nn.Module):
 
     ``conv1`` (c, 1, 3, 3) -> BN -> ReLU, ``conv2`` (c, c) -> BN -> ReLU -> max-pool to 4x4,
     ``conv3`` (2c, c) -> BN -> ReLU -> max-pool to 2x2, then ``fc`` on the flattened
-    features. Matrices ``conv1 (c, 9)``, ``conv2 (c, 9c)``, ``conv3 (2c, 9c)``, ``fc (n_classes, 8c)``.
+    features. Matrices ``conv1 (c, 9)``, ``conv2 (c, 9c)``, ``conv3 (2c, 9c)``, ``fc (n_classes,
+    8c)``.
     """
 
     def __init__(self, n_classes: int = 10, channels: int = 32):
@@ -264,10 +297,12 @@ class DigitsCNN(nn.Module):
         self.fc = nn.Linear(2 * c * 4, n_classes)
 
     def layer_pairs(self) -> list[tuple[str, str]]:
-        return []  # a flattened kernel's input is channels x taps: no whole-matrix pair shares a space
+        # a flattened kernel's input is channels x taps: no whole-matrix pair shares a space
+        return []
 
     def alignment_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``conv1 -> conv2`` and ``conv2 -> conv3`` at the centre tap (channel space to channel space)."""
+        """``conv1 -> conv2`` and ``conv2 -> conv3`` at the centre tap (channel space to channel
+        space)."""
         taps = [centre_tap(conv.weight) for conv in (self.conv1, self.conv2, self.conv3)]
         return {"conv1 -> conv2": (taps[0], taps[1]), "conv2 -> conv3": (taps[1], taps[2])}
 
@@ -281,7 +316,8 @@ class DigitsCNN(nn.Module):
 
 
 class RowLSTM(nn.Module):
-    """A two-layer LSTM that reads an 8x8 image row by row and classifies it from its last hidden state.
+    """A two-layer LSTM that reads an 8x8 image row by row and classifies it from its last hidden
+    state.
 
     Input ``(N, 1, 8, 8)`` or ``(N, 8, 8)``: a sequence of 8 rows of 8 pixels.
     Matrices: ``lstm.weight_ih_l0 (4h, 8)``, ``lstm.weight_hh_l0 (4h, h)``,
@@ -292,7 +328,12 @@ class RowLSTM(nn.Module):
 
     def __init__(self, n_classes: int = 10, hidden: int = 64, row: int = 8, layers: int = 2):
         super().__init__()
-        for name, value in (("n_classes", n_classes), ("hidden", hidden), ("row", row), ("layers", layers)):
+        for name, value in (
+            ("n_classes", n_classes),
+            ("hidden", hidden),
+            ("row", row),
+            ("layers", layers),
+        ):
             _positive(name, value)
         self.row = row
         self.lstm = nn.LSTM(row, hidden, num_layers=layers, batch_first=True)
@@ -302,13 +343,16 @@ class RowLSTM(nn.Module):
         return []  # the hidden state comes out of gate products, not out of one whole matrix
 
     def alignment_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """The cell-gate block ``g`` of each layer (it writes the cell, hence the hidden state) against
+        """The cell-gate block ``g`` of each layer (it writes the cell, hence the hidden state)
+        against
         every gate block that reads that hidden state: the next layer's ``weight_ih`` (the head for
         the last layer) and the layer's own ``weight_hh``. Gate blocks are ``(h, .)`` matrices."""
         L = self.lstm.num_layers
         pairs = {}
         for l in range(L):
-            g = split_gates(getattr(self.lstm, f"weight_ih_l{l}"))["g"]  # (h, d_in): writes the cell
+            g = split_gates(getattr(self.lstm, f"weight_ih_l{l}"))[
+                "g"
+            ]  # (h, d_in): writes the cell
             recurrent = split_gates(getattr(self.lstm, f"weight_hh_l{l}"))
             for gate, W in recurrent.items():
                 pairs[f"ih_l{l}[g] -> hh_l{l}[{gate}]"] = (g, W)
@@ -323,14 +367,17 @@ class RowLSTM(nn.Module):
         if x.ndim == 4 and x.shape[1] == 1:
             x = x[:, 0]
         if x.ndim != 3 or x.shape[2] != self.row:
-            raise ValueError(f"expected sequences (N, T, {self.row}) or images (N, 1, T, {self.row}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected sequences (N, T, {self.row}) or images (N, 1, T, {self.row}), "
+                f"got {tuple(x.shape)}"
+            )
         out, _ = self.lstm(x)  # (N, T, h)
         return self.head(out[:, -1])  # (N, n_classes)
 
 
 class TransformerLM(nn.Module):
-    """A small decoder-only (GPT-style) language model; ``forward(tokens (N, T))`` -> logits ``(N, T, vocab)``.
+    """A small decoder-only (GPT-style) language model; ``forward(tokens (N, T))`` -> logits ``(N,
+    T, vocab)``.
 
     Pre-LayerNorm blocks ``blocks.{i}``: causal ``attn`` (``nn.MultiheadAttention``,
     ``in_proj_weight (3d, d)`` split per head for Q-K alignment) and a GELU MLP
@@ -338,10 +385,17 @@ class TransformerLM(nn.Module):
     ``pos_embed (d, context)`` (the :class:`Embed` layout), ``unembed (vocab, d)`` last.
     """
 
-    def __init__(self, vocab: int, context: int = 32, d_model: int = 64, n_heads: int = 4, n_layers: int = 2):
+    def __init__(
+        self, vocab: int, context: int = 32, d_model: int = 64, n_heads: int = 4, n_layers: int = 2
+    ):
         super().__init__()
-        for name, value in (("vocab", vocab), ("context", context), ("d_model", d_model), ("n_heads", n_heads),
-                            ("n_layers", n_layers)):
+        for name, value in (
+            ("vocab", vocab),
+            ("context", context),
+            ("d_model", d_model),
+            ("n_heads", n_heads),
+            ("n_layers", n_layers),
+        ):
             _positive(name, value)
         if d_model % n_heads:
             raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}")
@@ -353,7 +407,9 @@ class TransformerLM(nn.Module):
             block = nn.Module()
             block.ln1, block.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
             block.attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
-            block.mlp = nn.ModuleDict({"in": nn.Linear(d_model, 4 * d_model), "out": nn.Linear(4 * d_model, d_model)})
+            block.mlp = nn.ModuleDict(
+                {"in": nn.Linear(d_model, 4 * d_model), "out": nn.Linear(4 * d_model, d_model)}
+            )
             self.blocks.append(block)
         self.ln_f = nn.LayerNorm(d_model)
         self.unembed = nn.Linear(d_model, vocab, bias=False)
@@ -363,20 +419,31 @@ class TransformerLM(nn.Module):
         return [(f"blocks.{i}.mlp.in", f"blocks.{i}.mlp.out") for i in range(len(self.blocks))]
 
     def alignment_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per block: Q with K per head (``W_prev = W_q^h (d_head, d)``, ``W_next = W_k^h^T``, so the
+        """Per block: Q with K per head (``W_prev = W_q^h (d_head, d)``, ``W_next = W_k^h^T``, so
+        the
         alignment is ``|U_k^T U_q|``, the two heads' output spaces), V with O, MLP in with out."""
         pairs = {}
         for i, block in enumerate(self.blocks):
-            heads = split_heads(block.attn.in_proj_weight, block.attn.num_heads)  # each (H, d_head, d)
+            heads = split_heads(
+                block.attn.in_proj_weight, block.attn.num_heads
+            )  # each (H, d_head, d)
             d = block.attn.embed_dim
             pairs[f"blocks.{i} Q-K per head"] = (heads["q"], heads["k"].transpose(1, 2))
-            pairs[f"blocks.{i} V -> O"] = (block.attn.in_proj_weight[2 * d:], block.attn.out_proj.weight)
-            pairs[f"blocks.{i} mlp.in -> mlp.out"] = (block.mlp["in"].weight, block.mlp["out"].weight)
+            pairs[f"blocks.{i} V -> O"] = (
+                block.attn.in_proj_weight[2 * d :],
+                block.attn.out_proj.weight,
+            )
+            pairs[f"blocks.{i} mlp.in -> mlp.out"] = (
+                block.mlp["in"].weight,
+                block.mlp["out"].weight,
+            )
         return pairs
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] > self.context:
-            raise ValueError(f"expected tokens (N, T) with T <= {self.context}, got {tuple(tokens.shape)}")
+            raise ValueError(
+                f"expected tokens (N, T) with T <= {self.context}, got {tuple(tokens.shape)}"
+            )
         T = tokens.shape[1]
         h = self.embed(tokens) + self.pos_embed.weight[:, :T].T  # (N, T, d)
         causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=tokens.device), diagonal=1)
@@ -388,7 +455,8 @@ class TransformerLM(nn.Module):
 
 
 class TinyUNet(nn.Module):
-    """A two-level UNet for 8x8 images that predicts the noise of a diffusion step: ``forward(x, t)``.
+    """A two-level UNet for 8x8 images that predicts the noise of a diffusion step: ``forward(x,
+    t)``.
 
     ``x (N, 1, 8, 8)``, ``t (N,)`` integer steps. A sinusoidal step embedding
     goes through ``time.in``/``time.out`` and is added to the channels of
@@ -406,12 +474,19 @@ class TinyUNet(nn.Module):
         if c % groups:
             raise ValueError(f"groups={groups} must divide channels={c}")
         self.time_dim = time_dim
-        self.time = nn.ModuleDict({"in": nn.Linear(time_dim, time_dim), "out": nn.Linear(time_dim, time_dim)})
+        self.time = nn.ModuleDict(
+            {"in": nn.Linear(time_dim, time_dim), "out": nn.Linear(time_dim, time_dim)}
+        )
         self.time_enc, self.time_mid = nn.Linear(time_dim, c), nn.Linear(time_dim, 2 * c)
         self.enc, self.norm_enc = nn.Conv2d(1, c, 3, padding=1), nn.GroupNorm(groups, c)
-        self.down, self.norm_down = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(groups, 2 * c)
+        self.down, self.norm_down = (
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.GroupNorm(groups, 2 * c),
+        )
         self.mid, self.norm_mid = nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.GroupNorm(groups, 2 * c)
-        self.up = nn.ConvTranspose2d(2 * c, c, 3, stride=2, padding=1, output_padding=1)  # 4x4 -> 8x8
+        self.up = nn.ConvTranspose2d(
+            2 * c, c, 3, stride=2, padding=1, output_padding=1
+        )  # 4x4 -> 8x8
         self.norm_up = nn.GroupNorm(groups, c)
         self.dec, self.norm_dec = nn.Conv2d(2 * c, c, 3, padding=1), nn.GroupNorm(groups, c)
         self.out = nn.Conv2d(c, 1, 3, padding=1)
@@ -420,15 +495,21 @@ class TinyUNet(nn.Module):
         return [("time.in", "time.out")]
 
     def alignment_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Consecutive convolutions at the centre tap (a transposed conv stored ``(c_in, c_out, ...)``
+        """Consecutive convolutions at the centre tap (a transposed conv stored ``(c_in, c_out,
+        ...)``
         is transposed first), and the two layers of the step-embedding MLP."""
-        up = centre_tap(self.up.weight.transpose(0, 1))  # stored (2c, c, 3, 3): (c_out, c_in) = (c, 2c)
+        up = centre_tap(
+            self.up.weight.transpose(0, 1)
+        )  # stored (2c, c, 3, 3): (c_out, c_in) = (c, 2c)
         c = self.enc.out_channels
         return {
             "enc -> down": (centre_tap(self.enc.weight), centre_tap(self.down.weight)),
             "down -> mid": (centre_tap(self.down.weight), centre_tap(self.mid.weight)),
             "mid -> up": (centre_tap(self.mid.weight), up),
-            "up -> dec": (up, centre_tap(self.dec.weight)[:, :c]),  # dec reads [up, enc]: the up half
+            "up -> dec": (
+                up,
+                centre_tap(self.dec.weight)[:, :c],
+            ),  # dec reads [up, enc]: the up half
             "time.in -> time.out": (self.time["in"].weight, self.time["out"].weight),
         }
 
@@ -441,11 +522,17 @@ class TinyUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1:] != (1, 8, 8) or t.shape != (x.shape[0],):
-            raise ValueError(f"expected x (N, 1, 8, 8) and t (N,), got {tuple(x.shape)} and {tuple(t.shape)}")
+            raise ValueError(
+                f"expected x (N, 1, 8, 8) and t (N,), got {tuple(x.shape)} and {tuple(t.shape)}"
+            )
         emb = self.time["out"](F.silu(self.time["in"](self.step_embedding(t))))  # (N, time_dim)
-        e = F.silu(self.norm_enc(self.enc(x)) + self.time_enc(emb)[:, :, None, None])  # (N, c, 8, 8)
+        e = F.silu(
+            self.norm_enc(self.enc(x)) + self.time_enc(emb)[:, :, None, None]
+        )  # (N, c, 8, 8)
         h = F.silu(self.norm_down(self.down(e)))  # (N, 2c, 4, 4)
-        h = F.silu(self.norm_mid(self.mid(h)) + self.time_mid(emb)[:, :, None, None])  # (N, 2c, 4, 4)
+        h = F.silu(
+            self.norm_mid(self.mid(h)) + self.time_mid(emb)[:, :, None, None]
+        )  # (N, 2c, 4, 4)
         h = F.silu(self.norm_up(self.up(h)))  # (N, c, 8, 8)
         h = F.silu(self.norm_dec(self.dec(torch.cat([h, e], dim=1))))  # (N, c, 8, 8)
         return self.out(h)  # (N, 1, 8, 8): the predicted noise

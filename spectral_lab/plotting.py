@@ -1,4 +1,5 @@
-"""Figures from run records: every function takes a :class:`RunRecord` (or arrays) and returns a Figure.
+"""Figures from run records: every function takes a :class:`RunRecord` (or arrays) and returns a
+Figure.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they
 hold no global state and a notebook shows each exactly once (the cell's value).
@@ -46,7 +47,9 @@ STYLE = {
     "savefig.bbox": "tight",
 }
 
-_LAYER_CYCLE = [mpl.colormaps["tab10"](i) for i in range(10)] + [mpl.colormaps["tab20"](2 * i + 1) for i in range(10)]
+_LAYER_CYCLE = [mpl.colormaps["tab10"](i) for i in range(10)] + [
+    mpl.colormaps["tab20"](2 * i + 1) for i in range(10)
+]
 
 
 class BookFigure(Figure):
@@ -67,12 +70,14 @@ class BookFigure(Figure):
 
 
 def layer_colors(names: Sequence[str]) -> dict[str, tuple]:
-    """A fixed colour per layer, by position: the same layer keeps its colour in every figure of a chapter."""
+    """A fixed colour per layer, by position: the same layer keeps its colour in every figure of a
+    chapter."""
     return {name: _LAYER_CYCLE[i % len(_LAYER_CYCLE)] for i, name in enumerate(names)}
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, width: float = 4.2, height: float = 3.2, **kwargs):
-    """A pyplot-free Figure in the book's style with a grid of axes (``width`` x ``height`` inches each)."""
+    """A pyplot-free Figure in the book's style with a grid of axes (``width`` x ``height`` inches
+    each)."""
     with mpl.rc_context(STYLE):
         fig = BookFigure(figsize=(width * ncols, height * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
@@ -91,7 +96,8 @@ def _styled(ax_fn):
 
 
 def _log_axis(ax, values: np.ndarray) -> None:
-    """Log scale with plain-number labels; within one decade, evenly spaced ticks instead of minor clutter."""
+    """Log scale with plain-number labels; within one decade, evenly spaced ticks instead of minor
+    clutter."""
     ax.set_yscale("log")
     positive = values[values > 0]
     narrow = positive.size == 0 or positive.max() / positive.min() < 10
@@ -111,8 +117,13 @@ def _layers(record: RunRecord, layers: Iterable[str] | None) -> list[str]:
 
 
 @_styled
-def plot_singular_values(record: RunRecord, layers: Iterable[str] | None = None, top: int | None = 20,
-                         log: bool = True, ncols: int = 3) -> Figure:
+def plot_singular_values(
+    record: RunRecord,
+    layers: Iterable[str] | None = None,
+    top: int | None = 20,
+    log: bool = True,
+    ncols: int = 3,
+) -> Figure:
     """Singular-value trajectories: one panel per layer, one line per rank (dark = largest)."""
     names = _layers(record, layers)
     ncols = min(ncols, len(names))
@@ -130,67 +141,106 @@ def plot_singular_values(record: RunRecord, layers: Iterable[str] | None = None,
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.set_ylabel("singular value")
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Top {top} singular values per matrix (dark = largest)" if top else "Singular values")
+    fig.suptitle(
+        f"Top {top} singular values per matrix (dark = largest)" if top else "Singular values"
+    )
     return fig
 
 
 @_styled
-def plot_rank_heatmap(record: RunRecord, layers: Iterable[str] | None = None, metric: str = "norm_eff_rank",
-                      ax=None) -> Figure:
+def plot_rank_heatmap(
+    record: RunRecord, layers: Iterable[str] | None = None, metric: str = "norm_eff_rank", ax=None
+) -> Figure:
     """A heat map of a per-layer metric over (step, layer); default NormEffRank in [0, 1]."""
     names = _layers(record, layers)
     values = np.stack([record.series(name, metric) for name in names])  # (L, T)
     steps = record.steps.astype(float)
     if len(steps) > 1:
         mids = (steps[1:] + steps[:-1]) / 2
-        edges = np.concatenate([[steps[0] - (mids[0] - steps[0])], mids, [steps[-1] + (steps[-1] - mids[-1])]])
+        edges = np.concatenate(
+            [[steps[0] - (mids[0] - steps[0])], mids, [steps[-1] + (steps[-1] - mids[-1])]]
+        )
     else:
         edges = np.array([steps[0] - 0.5, steps[0] + 0.5])
-    fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=7, height=0.45 * len(names) + 1.6)
+    fig, axes = (
+        (ax.figure, None)
+        if ax is not None
+        else new_figure(1, 1, width=7, height=0.45 * len(names) + 1.6)
+    )
     ax = ax if ax is not None else axes[0, 0]
     vmin, vmax = (0.0, 1.0) if metric == "norm_eff_rank" else (None, None)
-    mesh = ax.pcolormesh(edges, np.arange(len(names) + 1), values, cmap="magma", vmin=vmin, vmax=vmax)
+    mesh = ax.pcolormesh(
+        edges, np.arange(len(names) + 1), values, cmap="magma", vmin=vmin, vmax=vmax
+    )
     ax.set_yticks(np.arange(len(names)) + 0.5, names)
     ax.invert_yaxis()
     ax.grid(False)
     ax.set_xlabel("step")
-    label = {"norm_eff_rank": "NormEffRank", "stable_rank": "stable rank", "fro_norm": "Frobenius norm"}
+    label = {
+        "norm_eff_rank": "NormEffRank",
+        "stable_rank": "stable rank",
+        "fro_norm": "Frobenius norm",
+    }
     fig.colorbar(mesh, ax=ax, label=label.get(metric, metric))
     return fig
 
 
 @_styled
-def plot_rank_curves(record: RunRecord, layers: Iterable[str] | None = None, metric: str = "norm_eff_rank",
-                     ax=None, linestyle: str = "-", label_suffix: str = "") -> Figure:
+def plot_rank_curves(
+    record: RunRecord,
+    layers: Iterable[str] | None = None,
+    metric: str = "norm_eff_rank",
+    ax=None,
+    linestyle: str = "-",
+    label_suffix: str = "",
+) -> Figure:
     """A per-layer metric against step, one colour per layer."""
     names = _layers(record, layers)
     colors = layer_colors(record.layers)
     fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=6, height=3.6)
     ax = ax if ax is not None else axes[0, 0]
     for name in names:
-        ax.plot(record.steps, record.series(name, metric), color=colors[name], ls=linestyle,
-                label=name + label_suffix, lw=1.6)
+        ax.plot(
+            record.steps,
+            record.series(name, metric),
+            color=colors[name],
+            ls=linestyle,
+            label=name + label_suffix,
+            lw=1.6,
+        )
     ax.set_xlabel("step")
-    ax.set_ylabel({"norm_eff_rank": "NormEffRank", "stable_rank": "stable rank"}.get(metric, metric))
+    ax.set_ylabel(
+        {"norm_eff_rank": "NormEffRank", "stable_rank": "stable rank"}.get(metric, metric)
+    )
     ax.legend(loc="best", ncol=1 + len(names) // 6)
     return fig
 
 
 @_styled
-def plot_diagonal(steps: np.ndarray, matrices: np.ndarray, title: str = "", ylabel: str = "", k: int = 10,
-                  ax=None) -> Figure:
-    """Diagonal entries ``M[t, i, i]`` of a ``(T, k, k)`` series over time, one line per rank (dark = top)."""
+def plot_diagonal(
+    steps: np.ndarray, matrices: np.ndarray, title: str = "", ylabel: str = "", k: int = 10, ax=None
+) -> Figure:
+    """Diagonal entries ``M[t, i, i]`` of a ``(T, k, k)`` series over time, one line per rank (dark
+    = top)."""
     matrices = np.asarray(matrices)
     if matrices.ndim != 3 or matrices.shape[0] != len(steps):
-        raise ValueError(f"expected a (T, k, k) array with T = {len(steps)}, got shape {matrices.shape}")
+        raise ValueError(
+            f"expected a (T, k, k) array with T = {len(steps)}, got shape {matrices.shape}"
+        )
     diag = np.diagonal(matrices, axis1=1, axis2=2)[:, :k]
     fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=5.5, height=3.4)
     ax = ax if ax is not None else axes[0, 0]
     colors = mpl.colormaps["viridis"](np.linspace(0, 0.9, diag.shape[1]))
     for i in range(diag.shape[1]):
-        ax.plot(steps, diag[:, i], color=colors[i], lw=1.3, label=f"rank {i + 1}" if i in (0, diag.shape[1] - 1) else None)
+        ax.plot(
+            steps,
+            diag[:, i],
+            color=colors[i],
+            lw=1.3,
+            label=f"rank {i + 1}" if i in (0, diag.shape[1] - 1) else None,
+        )
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
@@ -199,27 +249,42 @@ def plot_diagonal(steps: np.ndarray, matrices: np.ndarray, title: str = "", ylab
     return fig
 
 
-def plot_alignment(record: RunRecord, pair: tuple[str, str] | None = None, k: int = 10, ax=None) -> Figure:
+def plot_alignment(
+    record: RunRecord, pair: tuple[str, str] | None = None, k: int = 10, ax=None
+) -> Figure:
     """Diagonal of ``|Vh_next @ U_prev|`` over time for one tracked pair of consecutive layers."""
     pair = tuple(pair) if pair is not None else record.pairs[0] if record.pairs else None
     A = record.alignment(pair)
-    return plot_diagonal(record.steps, A, title=f"alignment {pair[0]} -> {pair[1]}",
-                         ylabel="|v_i(next) . u_i(prev)|", k=k, ax=ax)
+    return plot_diagonal(
+        record.steps,
+        A,
+        title=f"alignment {pair[0]} -> {pair[1]}",
+        ylabel="|v_i(next) . u_i(prev)|",
+        k=k,
+        ax=ax,
+    )
 
 
-def plot_agreement(record: RunRecord, layer: str, reference="final", k: int = 10, ax=None) -> Figure:
-    """Diagonal of the singular-vector agreement ``S(t)`` of one layer with a reference (default: final step)."""
+def plot_agreement(
+    record: RunRecord, layer: str, reference="final", k: int = 10, ax=None
+) -> Figure:
+    """Diagonal of the singular-vector agreement ``S(t)`` of one layer with a reference (default:
+    final step)."""
     S = record.agreement_with(reference, layers=[layer])[layer]
     what = "final step" if isinstance(reference, str) else "reference run"
-    return plot_diagonal(record.steps, S, title=f"{layer}: agreement with the {what}", ylabel="S_ii", k=k, ax=ax)
+    return plot_diagonal(
+        record.steps, S, title=f"{layer}: agreement with the {what}", ylabel="S_ii", k=k, ax=ax
+    )
 
 
-# ---- toy matrices: spectra and overlap matrices given as arrays (chapter "The spectral toolkit") ----------------
+# ---- toy matrices: spectra and overlap matrices given as arrays (chapter "The spectral toolkit")
+# ----------------
 
 
 @_styled
-def plot_spectra(spectra: "dict[str, np.ndarray]", log: bool = True, title: str = "", ylim=None,
-                 ax=None) -> Figure:
+def plot_spectra(
+    spectra: "dict[str, np.ndarray]", log: bool = True, title: str = "", ylim=None, ax=None
+) -> Figure:
     """Singular values ``s_i`` against their index ``i = 1..R``, one line per labelled spectrum.
 
     ``spectra`` maps a label to a 1-D array (descending, as ``svd`` returns it).
@@ -232,17 +297,33 @@ def plot_spectra(spectra: "dict[str, np.ndarray]", log: bool = True, title: str 
     arrays = {name: np.asarray(s, dtype=float) for name, s in spectra.items()}
     for name, s in arrays.items():
         if s.ndim != 1 or s.size == 0:
-            raise ValueError(f"spectrum {name!r} must be a non-empty 1-D array, got shape {s.shape}")
+            raise ValueError(
+                f"spectrum {name!r} must be a non-empty 1-D array, got shape {s.shape}"
+            )
     fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=5.5, height=3.6)
     ax = ax if ax is not None else axes[0, 0]
     colors = layer_colors(list(arrays))
     for name, s in arrays.items():
         shown = np.where(s > 0, s, np.nan) if log else s
-        few = np.count_nonzero(np.isfinite(shown)) <= 20  # dots keep a short spectrum or a lone spike visible
-        ax.plot(np.arange(1, s.size + 1), shown, color=colors[name], lw=1.8, label=name,
-                marker="o" if few else None, ms=4)
+        few = (
+            np.count_nonzero(np.isfinite(shown)) <= 20
+        )  # dots keep a short spectrum or a lone spike visible
+        ax.plot(
+            np.arange(1, s.size + 1),
+            shown,
+            color=colors[name],
+            lw=1.8,
+            label=name,
+            marker="o" if few else None,
+            ms=4,
+        )
     if log:
-        _log_axis(ax, np.concatenate(list(arrays.values()) + ([np.asarray(ylim, dtype=float)] if ylim else [])))
+        _log_axis(
+            ax,
+            np.concatenate(
+                list(arrays.values()) + ([np.asarray(ylim, dtype=float)] if ylim else [])
+            ),
+        )
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
@@ -255,8 +336,14 @@ def plot_spectra(spectra: "dict[str, np.ndarray]", log: bool = True, title: str 
 
 
 @_styled
-def plot_heatmaps(matrices: "dict[str, np.ndarray]", xlabel: str = "", ylabel: str = "", label: str = "",
-                  vmin: float = 0.0, vmax: float = 1.0) -> Figure:
+def plot_heatmaps(
+    matrices: "dict[str, np.ndarray]",
+    xlabel: str = "",
+    ylabel: str = "",
+    label: str = "",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> Figure:
     """Small matrices side by side as heat maps with 1-based indices and one shared colour bar.
 
     Made for overlap matrices with entries in [0, 1]: alignment ``|Vh_next @ U_prev|``
@@ -271,7 +358,9 @@ def plot_heatmaps(matrices: "dict[str, np.ndarray]", xlabel: str = "", ylabel: s
     fig, axes = new_figure(1, len(arrays), width=3.4, height=3.2)
     for ax, (name, M) in zip(axes.flat, arrays.items()):
         rows, cols = M.shape
-        image = ax.imshow(M, cmap="magma", vmin=vmin, vmax=vmax, extent=(0.5, cols + 0.5, rows + 0.5, 0.5))
+        image = ax.imshow(
+            M, cmap="magma", vmin=vmin, vmax=vmax, extent=(0.5, cols + 0.5, rows + 0.5, 0.5)
+        )
         ax.grid(False)
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))

@@ -1,4 +1,5 @@
-"""A spectral theory of neural prediction (SPEC section 3a): how well a model's activations predict responses.
+"""A spectral theory of neural prediction (SPEC section 3a): how well a model's activations predict
+responses.
 
 Regress "neural responses" ``Y`` (P stimuli x N neurons) on a model's
 activations ``X`` (P x M) by ridge regression from ``p`` of the P stimuli.
@@ -46,10 +47,25 @@ from scipy.optimize import brentq
 from .experiments import ExperimentConfig
 
 __all__ = [
-    "Modes", "Prediction", "PredictionConfig", "center_and_scale", "spectral_modes", "solve_kappa",
-    "learnabilities", "mode_errors", "predict", "learning_curve", "error_geometry",
-    "effective_dimensionality", "task_dimension", "cumulative_power", "ridge_errors",
-    "empirical_learning_curve", "layer_activations", "random_relu_features", "brain_responses",
+    "Modes",
+    "Prediction",
+    "PredictionConfig",
+    "center_and_scale",
+    "spectral_modes",
+    "solve_kappa",
+    "learnabilities",
+    "mode_errors",
+    "predict",
+    "learning_curve",
+    "error_geometry",
+    "effective_dimensionality",
+    "task_dimension",
+    "cumulative_power",
+    "ridge_errors",
+    "empirical_learning_curve",
+    "layer_activations",
+    "random_relu_features",
+    "brain_responses",
     "build_models",
 ]
 
@@ -60,7 +76,9 @@ def _matrix(name: str, a) -> np.ndarray:
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2 or a.shape[0] < 2 or a.shape[1] < 1:
-        raise ValueError(f"{name} must be a (stimuli, features) matrix with at least 2 rows, got shape {a.shape}")
+        raise ValueError(
+            f"{name} must be a (stimuli, features) matrix with at least 2 rows, got shape {a.shape}"
+        )
     a = a.astype(np.float64)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} has non-finite entries")
@@ -81,9 +99,13 @@ def _spectrum(lam) -> np.ndarray:
 def _weights(W, lam: np.ndarray) -> np.ndarray:
     W = np.asarray(W, dtype=np.float64)
     if W.shape != lam.shape:
-        raise ValueError(f"alignment coefficients W {W.shape} and eigenvalues {lam.shape} must match")
+        raise ValueError(
+            f"alignment coefficients W {W.shape} and eigenvalues {lam.shape} must match"
+        )
     if np.any(W < 0) or not np.isclose(W.sum(), 1.0, atol=1e-6):
-        raise ValueError(f"alignment coefficients must be non-negative and sum to 1, got sum {W.sum():.6g}")
+        raise ValueError(
+            f"alignment coefficients must be non-negative and sum to 1, got sum {W.sum():.6g}"
+        )
     return W
 
 
@@ -92,7 +114,11 @@ def _check_p_alpha(p, alpha, n_stimuli: int | None = None) -> tuple[int, float]:
         raise ValueError(f"p (training stimuli) must be a positive integer, got {p!r}")
     if n_stimuli is not None and p > n_stimuli:
         raise ValueError(f"p={p} is larger than the P={n_stimuli} stimuli")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not np.isfinite(alpha):
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float, np.floating))
+        or not np.isfinite(alpha)
+    ):
         raise ValueError(f"ridge alpha must be a finite number, got {alpha!r}")
     if alpha < 0:
         raise ValueError(f"ridge alpha must be >= 0, got {alpha}")
@@ -101,7 +127,8 @@ def _check_p_alpha(p, alpha, n_stimuli: int | None = None) -> tuple[int, float]:
 
 # ---- the spectrum and the alignment --------------------------------------------------------------
 def center_and_scale(X) -> np.ndarray:
-    """``X`` (P, M) with every column centred and scaled as a whole so that ``tr(X X^T / P) = 1``."""
+    """``X`` (P, M) with every column centred and scaled as a whole so that ``tr(X X^T / P) =
+    1``."""
     X = _matrix("X", X)
     X = X - X.mean(axis=0)
     power = (X**2).sum() / len(X)
@@ -112,7 +139,8 @@ def center_and_scale(X) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Modes:
-    """The eigenvalues ``lam`` (P,) of ``K = X X^T / P`` in decreasing order and the alignment ``W`` (P,).
+    """The eigenvalues ``lam`` (P,) of ``K = X X^T / P`` in decreasing order and the alignment ``W``
+    (P,).
 
     ``sum(lam) = 1`` and ``sum(W) = 1``. ``rank`` modes have ``lam > 0``; the
     other ``P - rank`` are the directions the model cannot express (the constant
@@ -124,8 +152,11 @@ class Modes:
     rank: int
 
     def __repr__(self) -> str:
-        return (f"Modes(P={len(self.lam)}, rank={self.rank}, ED={effective_dimensionality(self.lam):.1f}, "
-                f"power outside the model's span={self.W[self.rank:].sum():.3f})")
+        return (
+            f"Modes(P={len(self.lam)}, rank={self.rank}, "
+            f"ED={effective_dimensionality(self.lam):.1f}, "
+            f"power outside the model's span={self.W[self.rank :].sum():.3f})"
+        )
 
 
 def spectral_modes(X, Y, rtol: float = 1e-10) -> Modes:
@@ -166,13 +197,14 @@ def spectral_modes(X, Y, rtol: float = 1e-10) -> Modes:
     W = np.zeros(P)
     W[:rank] = W_span
     if n_null > 0:
-        W[rank:rank + n_null] = outside / n_null
+        W[rank : rank + n_null] = outside / n_null
     lam_all = np.zeros(P)
     lam_all[:rank] = lam
     return Modes(lam_all, W / W.sum(), rank)
 
 
-# ---- the theory ------------------------------------------------------------------------------------
+# ---- the theory
+# ------------------------------------------------------------------------------------
 def solve_kappa(lam, p: int, alpha: float) -> float:
     """The root of ``kappa = p alpha + kappa sum_i lam_i / (p lam_i + kappa)``.
 
@@ -188,8 +220,10 @@ def solve_kappa(lam, p: int, alpha: float) -> float:
     total = lam.sum()
 
     if alpha > 0:
+
         def h(kappa):
             return kappa - p * alpha - kappa * np.sum(lam / (p * lam + kappa))
+
         lo, hi = p * alpha, p * alpha + total
         if h(lo) >= 0:  # only when every lam is 0, excluded above
             return lo
@@ -199,12 +233,14 @@ def solve_kappa(lam, p: int, alpha: float) -> float:
 
     def g(kappa):
         return 1.0 - np.sum(lam / (p * lam + kappa))
+
     lo = 1e-300
     return float(brentq(g, lo, total, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500))
 
 
 def learnabilities(lam, p: int, kappa: float) -> np.ndarray:
-    """``L_i = p lam_i / (p lam_i + kappa)``: how much of mode ``i`` ridge learns from ``p`` stimuli.
+    """``L_i = p lam_i / (p lam_i + kappa)``: how much of mode ``i`` ridge learns from ``p``
+    stimuli.
 
     At the self-consistent ``kappa``, ``sum_i L_i = p (1 - p alpha / kappa)``
     (the conservation law; ``= p`` without ridge).
@@ -218,20 +254,24 @@ def learnabilities(lam, p: int, kappa: float) -> np.ndarray:
 
 
 def mode_errors(lam, p: int, alpha: float) -> np.ndarray:
-    """``E_i = (1 - L_i)^2 / (1 - gamma)`` with ``gamma = sum_i L_i^2 / p``: the error left in each mode."""
+    """``E_i = (1 - L_i)^2 / (1 - gamma)`` with ``gamma = sum_i L_i^2 / p``: the error left in each
+    mode."""
     lam = _spectrum(lam)
     kappa = solve_kappa(lam, p, alpha)
     L = learnabilities(lam, p, kappa)
     gamma = np.sum(L**2) / p
     if gamma >= 1:
-        raise ValueError(f"gamma = {gamma:.6g} >= 1 at p={p}, alpha={alpha}: the error diverges "
-                         "(exact interpolation threshold without ridge); use alpha > 0")
+        raise ValueError(
+            f"gamma = {gamma:.6g} >= 1 at p={p}, alpha={alpha}: the error diverges "
+            "(exact interpolation threshold without ridge); use alpha > 0"
+        )
     return (1 - L) ** 2 / (1 - gamma)
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The theory at one ``p``: ``kappa``, ``gamma``, errors ``E_g`` and ``E_tr``, the error geometry."""
+    """The theory at one ``p``: ``kappa``, ``gamma``, errors ``E_g`` and ``E_tr``, the error
+    geometry."""
 
     p: int
     alpha: float
@@ -243,8 +283,11 @@ class Prediction:
     D_em: float
 
     def __repr__(self) -> str:
-        return (f"Prediction(p={self.p}, alpha={self.alpha:g}, E_g={self.E_g:.4f}, E_tr={self.E_tr:.4f}, "
-                f"R_em={self.R_em:.4g}, D_em={self.D_em:.1f})")
+        return (
+            f"Prediction(p={self.p}, alpha={self.alpha:g}, E_g={self.E_g:.4f}, "
+            f"E_tr={self.E_tr:.4f}, "
+            f"R_em={self.R_em:.4g}, D_em={self.D_em:.1f})"
+        )
 
 
 def error_modes(lam, W, p: int, alpha: float) -> np.ndarray:
@@ -254,7 +297,8 @@ def error_modes(lam, W, p: int, alpha: float) -> np.ndarray:
 
 
 def error_geometry(lam, W, p: int, alpha: float) -> tuple[float, float]:
-    """``(R_em, D_em)`` with ``R_em = ||W~||_2`` and ``D_em = (sum W~)^2 / sum W~^2``: ``E_g = R_em sqrt(D_em)``."""
+    """``(R_em, D_em)`` with ``R_em = ||W~||_2`` and ``D_em = (sum W~)^2 / sum W~^2``: ``E_g = R_em
+    sqrt(D_em)``."""
     Wt = error_modes(lam, W, p, alpha)
     return float(np.sqrt(np.sum(Wt**2))), float(Wt.sum() ** 2 / np.sum(Wt**2))
 
@@ -279,7 +323,8 @@ def predict(lam, W, p: int, alpha: float) -> Prediction:
 
 
 def learning_curve(lam, W, ps, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """The theoretical ``(E_g(p), E_tr(p))`` for every ``p`` in ``ps``, two arrays of ``len(ps)``."""
+    """The theoretical ``(E_g(p), E_tr(p))`` for every ``p`` in ``ps``, two arrays of
+    ``len(ps)``."""
     out = np.array([[(pr := predict(lam, W, int(p), alpha)).E_g, pr.E_tr] for p in _ps(ps)])
     return out[:, 0], out[:, 1]
 
@@ -307,7 +352,8 @@ def cumulative_power(W) -> np.ndarray:
     return np.cumsum(W)
 
 
-# ---- the experiment: ridge regression over random splits ------------------------------------------
+# ---- the experiment: ridge regression over random splits
+# ------------------------------------------
 def _ps(ps) -> np.ndarray:
     ps = np.atleast_1d(np.asarray(ps))
     if ps.ndim != 1 or ps.size == 0 or not np.issubdtype(ps.dtype, np.integer):
@@ -340,15 +386,21 @@ def _ridge_from_gram(G, Y, train, alpha: float) -> tuple[float, float]:
     """:func:`ridge_errors` given the columns ``G = X X_tr^T`` (P, p) of the Gram matrix."""
     p = len(train)
     A = G[train] + p * alpha * np.eye(p)
-    coef = np.linalg.lstsq(A, Y[train], rcond=None)[0] if alpha == 0 else np.linalg.solve(A, Y[train])
+    coef = (
+        np.linalg.lstsq(A, Y[train], rcond=None)[0] if alpha == 0 else np.linalg.solve(A, Y[train])
+    )
     residual = G @ coef - Y
     total = np.sum(Y**2)
-    return float(np.sum(residual**2) / total), float(len(Y) / p * np.sum(residual[train] ** 2) / total)
+    return float(np.sum(residual**2) / total), float(
+        len(Y) / p * np.sum(residual[train] ** 2) / total
+    )
 
 
-def empirical_learning_curve(X, Y, ps, alpha: float, n_splits: int = 5, seed: int = 0
-                             ) -> tuple[np.ndarray, np.ndarray]:
-    """Measured ``(E_g, E_tr)``, each ``(n_splits, len(ps))``: ridge from ``p`` random stimuli (no repeats).
+def empirical_learning_curve(
+    X, Y, ps, alpha: float, n_splits: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measured ``(E_g, E_tr)``, each ``(n_splits, len(ps))``: ridge from ``p`` random stimuli (no
+    repeats).
 
     ``X`` is centred and scaled and ``Y`` centred here, as in :func:`spectral_modes`.
     Split ``s`` at every ``p`` draws from ``numpy.random.default_rng([seed, s])``.
@@ -390,9 +442,14 @@ def layer_activations(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.n
 
 
 def random_relu_features(x, n_features: int, seed: int = 0) -> np.ndarray:
-    """``relu(x G / sqrt(d) + b)``: ``n_features`` random ReLU features of inputs ``x`` (P, d), G, b ~ N(0, 1)."""
+    """``relu(x G / sqrt(d) + b)``: ``n_features`` random ReLU features of inputs ``x`` (P, d), G, b
+    ~ N(0, 1)."""
     x = _matrix("x", x)
-    if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
+    if (
+        isinstance(n_features, bool)
+        or not isinstance(n_features, (int, np.integer))
+        or n_features < 1
+    ):
         raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
     rng = np.random.default_rng(seed)
     x = x - x.mean(axis=0)
@@ -424,7 +481,8 @@ def brain_responses(H, n_neurons: int, noise: float, seed: int = 0) -> np.ndarra
 
 @dataclass(frozen=True)
 class PredictionConfig(ExperimentConfig):
-    """The chapter's setting: every digit image is a stimulus, a hidden "brain" and candidate models.
+    """The chapter's setting: every digit image is a stimulus, a hidden "brain" and candidate
+    models.
 
     The brain is ``n_neurons`` softplus readouts (with ``noise``) of layer
     ``brain_layer`` of an MLP trained from seed ``brain_seed``. The candidates
@@ -461,8 +519,10 @@ class PredictionConfig(ExperimentConfig):
         if any(w < 1 for w in self.hidden) or not self.hidden:
             raise ValueError(f"hidden widths must be positive integers, got {self.hidden}")
         if self.brain_layer not in [f"fc{l}" for l in range(1, len(self.hidden) + 1)]:
-            raise ValueError(f"brain_layer must name a hidden layer fc1..fc{len(self.hidden)}, "
-                             f"got {self.brain_layer!r}")
+            raise ValueError(
+                f"brain_layer must name a hidden layer fc1..fc{len(self.hidden)}, "
+                f"got {self.brain_layer!r}"
+            )
         if self.lr <= 0 or self.noise < 0 or self.alpha < 0:
             raise ValueError("lr must be positive, noise and alpha non-negative")
         if any(p < 1 for p in self.ps):
@@ -470,30 +530,50 @@ class PredictionConfig(ExperimentConfig):
 
     @classmethod
     def quick(cls) -> "PredictionConfig":
-        """Digits (P = 1,797), MLPs 64-256-256-10 trained 20 epochs (~3 s each), 5 splits: ~20 s in all."""
+        """Digits (P = 1,797), MLPs 64-256-256-10 trained 20 epochs (~3 s each), 5 splits: ~20 s in
+        all."""
         return cls(preset="quick")
 
     @classmethod
     def full(cls) -> "PredictionConfig":
         """MNIST-1D (P = 5,000) with wider networks, 40 epochs, 10 splits, p up to 3,000."""
-        return cls(preset="full", dataset="mnist1d", hidden=(512, 512), epochs=40, n_random=4000,
-                   ps=(10, 20, 50, 100, 200, 500, 1000, 2000, 3000), n_splits=10, p_geometry=500)
+        return cls(
+            preset="full",
+            dataset="mnist1d",
+            hidden=(512, 512),
+            epochs=40,
+            n_random=4000,
+            ps=(10, 20, 50, 100, 200, 500, 1000, 2000, 3000),
+            n_splits=10,
+            p_geometry=500,
+        )
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], "PredictionConfig"]]:
         return {"quick": cls.quick, "full": cls.full}
 
     def classifier(self, seed: int):
-        """The :class:`~spectral_lab.supervised.ClassifierConfig` that trains a network of this setting."""
+        """The :class:`~spectral_lab.supervised.ClassifierConfig` that trains a network of this
+        setting."""
         from .supervised import ClassifierConfig
 
-        return ClassifierConfig(preset=f"{self.preset}/prediction", dataset=self.dataset, hidden=self.hidden,
-                                epochs=self.epochs, lr=self.lr, seed=seed, track_every=125, device="cpu")
+        return ClassifierConfig(
+            preset=f"{self.preset}/prediction",
+            dataset=self.dataset,
+            hidden=self.hidden,
+            epochs=self.epochs,
+            lr=self.lr,
+            seed=seed,
+            track_every=125,
+            device="cpu",
+        )
 
 
-def build_models(config: PredictionConfig, progress: bool = False
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
-    """``(models, Y, info)``: the candidate activations ``{name: (P, M)}``, the responses ``(P, N)``, extras.
+def build_models(
+    config: PredictionConfig, progress: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """``(models, Y, info)``: the candidate activations ``{name: (P, M)}``, the responses ``(P,
+    N)``, extras.
 
     Stimuli are all the images of ``config.dataset`` (training and test parts).
     Names: ``"pixels"``, ``"random ReLU"``, ``"untrained fc1"`` ..., ``"trained fc1"`` ....
@@ -515,12 +595,23 @@ def build_models(config: PredictionConfig, progress: bool = False
     trained, brain = runs["model"][1].model.cpu().eval(), runs["brain"][1].model.cpu().eval()
     untrained = config.classifier(config.seed).make_model(data)
     untrained.load_state_dict(runs["model"][0])
-    Y = brain_responses(layer_activations(brain, x)[config.brain_layer], config.n_neurons, config.noise,
-                        seed=config.brain_seed)
-    models = {"pixels": x.double().numpy(),
-              "random ReLU": random_relu_features(x.numpy(), config.n_random, seed=config.seed)}
+    Y = brain_responses(
+        layer_activations(brain, x)[config.brain_layer],
+        config.n_neurons,
+        config.noise,
+        seed=config.brain_seed,
+    )
+    models = {
+        "pixels": x.double().numpy(),
+        "random ReLU": random_relu_features(x.numpy(), config.n_random, seed=config.seed),
+    }
     models.update({f"untrained {k}": v for k, v in layer_activations(untrained.eval(), x).items()})
     models.update({f"trained {k}": v for k, v in layer_activations(trained, x).items()})
-    info = {"stimuli": x, "trained": trained, "untrained": untrained, "brain": brain,
-            "test_acc": {role: float(runs[role][1].history["test_acc"][-1]) for role in runs}}
+    info = {
+        "stimuli": x,
+        "trained": trained,
+        "untrained": untrained,
+        "brain": brain,
+        "test_acc": {role: float(runs[role][1].history["test_acc"][-1]) for role in runs},
+    }
     return models, Y, info

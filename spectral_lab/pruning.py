@@ -37,8 +37,16 @@ from torch import nn
 from .spectra import svd
 from .views import LayerSelector, MatrixRef, find_matrices, select_layers
 
-__all__ = ["svd_prune", "svd_truncate", "magnitude_mask", "random_mask_like", "apply_mask", "mask_density",
-           "layer_densities", "check_mask"]
+__all__ = [
+    "svd_prune",
+    "svd_truncate",
+    "magnitude_mask",
+    "random_mask_like",
+    "apply_mask",
+    "mask_density",
+    "layer_densities",
+    "check_mask",
+]
 
 
 def svd_truncate(W: torch.Tensor, keep: str = "top", fraction: float = 0.5) -> torch.Tensor:
@@ -50,7 +58,11 @@ def svd_truncate(W: torch.Tensor, keep: str = "top", fraction: float = 0.5) -> t
     """
     if keep not in ("top", "bottom"):
         raise ValueError(f"keep must be 'top' or 'bottom', got {keep!r}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float))
+        or not 0.0 < fraction < 1.0
+    ):
         raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
     U, S, Vh = svd(W)
     r = math.ceil(fraction * S.shape[-1])
@@ -71,12 +83,17 @@ def _write_back(param: torch.Tensor, module: nn.Module, W: torch.Tensor) -> None
 def _default_layers(model: nn.Module) -> list[MatrixRef]:
     refs = find_matrices(model)
     if len(refs) < 2:
-        raise ValueError(f"{type(model).__name__} has a single weight matrix, the last layer, which is never pruned")
+        raise ValueError(
+            f"{type(model).__name__} has a single weight matrix, the last layer, which is never "
+            "pruned"
+        )
     return refs[:-1]
 
 
 @torch.no_grad()
-def svd_prune(model: nn.Module, keep: str = "top", fraction: float = 0.5, layers: LayerSelector = None) -> nn.Module:
+def svd_prune(
+    model: nn.Module, keep: str = "top", fraction: float = 0.5, layers: LayerSelector = None
+) -> nn.Module:
     """A pruned deep copy of ``model``; ``model`` itself is left untouched.
 
     Each selected matrix is replaced by :func:`svd_truncate` of itself (the top
@@ -94,7 +111,8 @@ def svd_prune(model: nn.Module, keep: str = "top", fraction: float = 0.5, layers
     return pruned
 
 
-# ---- masks ------------------------------------------------------------------------------------------
+# ---- masks
+# ------------------------------------------------------------------------------------------
 Mask = dict[str, torch.Tensor]
 
 
@@ -118,22 +136,31 @@ def _matrix_params(model_or_state) -> list[tuple[str, str, torch.Tensor]]:
         if not found:
             raise ValueError("the state has no weight matrices (tensors with 2 or more dimensions)")
         return found
-    raise TypeError(f"expected a torch.nn.Module or a state dict {{name: tensor}}, got {type(model_or_state).__name__}")
+    raise TypeError(
+        f"expected a torch.nn.Module or a state dict {{name: tensor}}, got "
+        f"{type(model_or_state).__name__}"
+    )
 
 
 def _select_params(found, layers) -> list[tuple[str, str, torch.Tensor]]:
-    """Default: every matrix but the last (the output layer). Else a glob, a list of names or a predicate."""
+    """Default: every matrix but the last (the output layer). Else a glob, a list of names or a
+    predicate."""
     if layers is None:
         if len(found) < 2:
-            raise ValueError("there is a single weight matrix, the last layer, which is never masked by default; "
-                             "name it in layers= to mask it")
+            raise ValueError(
+                "there is a single weight matrix, the last layer, which is never masked by "
+                "default; "
+                "name it in layers= to mask it"
+            )
         return found[:-1]
     return select_layers(found, layers, names=lambda f: (f[0], f[1]), tensor=lambda f: f[2])
 
 
 def _check_keep(keep) -> float:
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep is the fraction of weights kept and must lie in (0, 1], got {keep!r}")
+        raise ValueError(
+            f"keep is the fraction of weights kept and must lie in (0, 1], got {keep!r}"
+        )
     return float(keep)
 
 
@@ -150,9 +177,15 @@ def check_mask(mask: Mapping[str, torch.Tensor]) -> Mask:
 
 
 @torch.no_grad()
-def magnitude_mask(model_or_state, keep: float = 0.05, layers: LayerSelector = None, scope: str = "global",
-                   within: Mapping[str, torch.Tensor] | None = None) -> Mask:
-    """Keep the largest-magnitude entries of the selected weight matrices: ``{param_name: 0/1 tensor}``.
+def magnitude_mask(
+    model_or_state,
+    keep: float = 0.05,
+    layers: LayerSelector = None,
+    scope: str = "global",
+    within: Mapping[str, torch.Tensor] | None = None,
+) -> Mask:
+    """Keep the largest-magnitude entries of the selected weight matrices: ``{param_name: 0/1
+    tensor}``.
 
     ``model_or_state`` is a model or a state dict (its tensors with two or
     more dimensions and no ``bias`` in their name are the matrices). ``layers``
@@ -182,20 +215,29 @@ def magnitude_mask(model_or_state, keep: float = 0.05, layers: LayerSelector = N
         within = check_mask(within)
         keys = [key for _, key, _ in chosen]
         if sorted(within) != sorted(keys):
-            raise ValueError(f"within= must mask the same parameters as this call ({', '.join(keys)}), "
-                             f"got {', '.join(within)}")
+            raise ValueError(
+                f"within= must mask the same parameters as this call ({', '.join(keys)}), "
+                f"got {', '.join(within)}"
+            )
         for i, (_, key, W) in enumerate(chosen):
             if tuple(within[key].shape) != tuple(W.shape):
-                raise ValueError(f"within[{key!r}] has shape {tuple(within[key].shape)}, the parameter "
-                                 f"{tuple(W.shape)}")
-            scores[i] = torch.where(within[key].to(W.device) > 0, scores[i], torch.full_like(scores[i], -1.0))
+                raise ValueError(
+                    f"within[{key!r}] has shape {tuple(within[key].shape)}, the parameter "
+                    f"{tuple(W.shape)}"
+                )
+            scores[i] = torch.where(
+                within[key].to(W.device) > 0, scores[i], torch.full_like(scores[i], -1.0)
+            )
 
     def top(values: torch.Tensor) -> torch.Tensor:
         n_keep = max(1, round(keep * values.numel()))
         alive = int((values >= 0).sum())
         if n_keep > alive:
-            raise ValueError(f"keep={keep} asks for {n_keep} weights, but only {alive} survive the previous mask "
-                             f"(density {alive / values.numel():.4g}): keep must not grow between rounds")
+            raise ValueError(
+                f"keep={keep} asks for {n_keep} weights, but only {alive} survive the previous "
+                "mask "
+                f"(density {alive / values.numel():.4g}): keep must not grow between rounds"
+            )
         ones = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
         ones[torch.topk(values.flatten(), n_keep, sorted=False).indices] = True
         return ones
@@ -209,7 +251,8 @@ def magnitude_mask(model_or_state, keep: float = 0.05, layers: LayerSelector = N
 
 
 def random_mask_like(mask: Mapping[str, torch.Tensor], seed: int = 0) -> Mask:
-    """A random mask with exactly as many ones as ``mask`` in every entry, at uniformly random places.
+    """A random mask with exactly as many ones as ``mask`` in every entry, at uniformly random
+    places.
 
     The per-matrix densities of the result equal those of ``mask``; the
     places are drawn from a generator seeded with ``seed`` (one draw per
@@ -241,7 +284,8 @@ def mask_density(mask: Mapping[str, torch.Tensor]) -> float:
 
 @torch.no_grad()
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
-    """A deep copy of ``model`` with every masked parameter multiplied by its mask; ``model`` is untouched.
+    """A deep copy of ``model`` with every masked parameter multiplied by its mask; ``model`` is
+    untouched.
 
     Parameters the mask does not name are copied as they are. Unknown names
     and mismatched shapes raise ``ValueError``.
@@ -253,10 +297,14 @@ def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
     params = dict(pruned.named_parameters())
     for name, m in mask.items():
         if name not in params:
-            raise ValueError(f"mask names {name!r}, which is not a parameter of {type(model).__name__}; "
-                             f"parameters: {', '.join(params)}")
+            raise ValueError(
+                f"mask names {name!r}, which is not a parameter of {type(model).__name__}; "
+                f"parameters: {', '.join(params)}"
+            )
         if tuple(m.shape) != tuple(params[name].shape):
-            raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, the parameter "
-                             f"{tuple(params[name].shape)}")
+            raise ValueError(
+                f"mask for {name!r} has shape {tuple(m.shape)}, the parameter "
+                f"{tuple(params[name].shape)}"
+            )
         params[name].mul_(m.to(device=params[name].device, dtype=params[name].dtype))
     return pruned

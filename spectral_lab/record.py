@@ -65,7 +65,9 @@ def _plain(config: Any) -> Any:
     try:
         return json.loads(json.dumps(config))
     except TypeError as err:
-        raise ValueError(f"the config must be a dataclass or a JSON-serialisable dict: {err}") from err
+        raise ValueError(
+            f"the config must be a dataclass or a JSON-serialisable dict: {err}"
+        ) from err
 
 
 class RunRecord:
@@ -77,8 +79,16 @@ class RunRecord:
     :meth:`load`. A tracker appends to it; a resumed run keeps appending.
     """
 
-    def __init__(self, layers: dict[str, tuple[int, int]], top_k: int, pairs: Iterable[tuple[str, str]] = (),
-                 config: Any = None, seed: int | None = None, device: str = "cpu", meta: dict | None = None):
+    def __init__(
+        self,
+        layers: dict[str, tuple[int, int]],
+        top_k: int,
+        pairs: Iterable[tuple[str, str]] = (),
+        config: Any = None,
+        seed: int | None = None,
+        device: str = "cpu",
+        meta: dict | None = None,
+    ):
         self.meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -97,7 +107,8 @@ class RunRecord:
         self._pairs: list[list[np.ndarray]] = [[] for _ in self.meta["pairs"]]
         self._scalars: dict[str, list[float]] = {}
 
-    # ---- reading -----------------------------------------------------------------------------------
+    # ---- reading
+    # -----------------------------------------------------------------------------------
     @property
     def steps(self) -> np.ndarray:
         return np.asarray(self._steps, dtype=np.int64)
@@ -123,8 +134,10 @@ class RunRecord:
 
     def __repr__(self) -> str:
         span = f"steps {self._steps[0]}..{self._steps[-1]}" if self._steps else "no snapshots"
-        return (f"RunRecord({len(self)} snapshots, {span}, {len(self._layers)} layers, "
-                f"top_k={self.top_k}, scalars={sorted(self._scalars)}, device={self.meta['device']!r})")
+        return (
+            f"RunRecord({len(self)} snapshots, {span}, {len(self._layers)} layers, "
+            f"top_k={self.top_k}, scalars={sorted(self._scalars)}, device={self.meta['device']!r})"
+        )
 
     def _layer(self, layer: str) -> dict[str, list[np.ndarray]]:
         if layer not in self._layers:
@@ -132,12 +145,18 @@ class RunRecord:
         return self._layers[layer]
 
     def series(self, layer: str, field: str) -> np.ndarray:
-        """One layer's field over the snapshots, e.g. ``series("fc1", "singular_values")`` -> ``(T, R)``."""
+        """One layer's field over the snapshots, e.g. ``series("fc1", "singular_values")`` -> ``(T,
+        R)``."""
         data = self._layer(layer)
         if field not in LAYER_FIELDS + OPTIONAL_LAYER_FIELDS:
-            raise KeyError(f"unknown field {field!r}; fields: {', '.join(LAYER_FIELDS + OPTIONAL_LAYER_FIELDS)}")
+            raise KeyError(
+                f"unknown field {field!r}; fields: "
+                f"{', '.join(LAYER_FIELDS + OPTIONAL_LAYER_FIELDS)}"
+            )
         if field == "weights" and field not in data:
-            raise KeyError("this record has no weight copies: track with keep_weights=True to keep them")
+            raise KeyError(
+                "this record has no weight copies: track with keep_weights=True to keep them"
+            )
         values = data.get(field)
         return np.stack(values) if values else np.empty((0,))
 
@@ -161,12 +180,17 @@ class RunRecord:
     @property
     def scalars(self) -> dict[str, np.ndarray]:
         """Scalars logged at the snapshot steps, each ``(T,)``; NaN where a step did not log it."""
-        return {name: np.asarray(values, dtype=np.float64) for name, values in self._scalars.items()}
+        return {
+            name: np.asarray(values, dtype=np.float64) for name, values in self._scalars.items()
+        }
 
     def alignment(self, pair: tuple[str, str] | None = None) -> np.ndarray:
-        """``|Vh_next @ U_prev|`` over time, ``(T, k, k)``, for one tracked pair (default: the first)."""
+        """``|Vh_next @ U_prev|`` over time, ``(T, k, k)``, for one tracked pair (default: the
+        first)."""
         if not self.pairs:
-            raise KeyError("this record tracks no layer pairs: pass pairs=[(prev, next)] to the tracker")
+            raise KeyError(
+                "this record tracks no layer pairs: pass pairs=[(prev, next)] to the tracker"
+            )
         index = 0 if pair is None else self._pair_index(tuple(pair))
         return np.stack(self._pairs[index])
 
@@ -180,11 +204,19 @@ class RunRecord:
         try:
             return self._steps.index(int(step))
         except ValueError:
-            raise KeyError(f"no snapshot at step {step}; snapshots span {self._steps[:1]}..{self._steps[-1:]}") from None
+            raise KeyError(
+                f"no snapshot at step {step}; snapshots span {self._steps[:1]}..{self._steps[-1:]}"
+            ) from None
 
-    def agreement_with(self, reference: "str | RunRecord" = "final", reference_step: int | None = None,
-                       layers: Iterable[str] | None = None, steps: Iterable[int] | None = None) -> dict[str, np.ndarray]:
-        """Singular-vector agreement ``S(t)`` of snapshots with a reference, per layer ``(T, k, k)``.
+    def agreement_with(
+        self,
+        reference: "str | RunRecord" = "final",
+        reference_step: int | None = None,
+        layers: Iterable[str] | None = None,
+        steps: Iterable[int] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Singular-vector agreement ``S(t)`` of snapshots with a reference, per layer ``(T, k,
+        k)``.
 
         * ``"final"``: against this record's last snapshot (the paper's section 7.1);
         * another ``RunRecord``: against its snapshot at the same step (lottery
@@ -202,7 +234,9 @@ class RunRecord:
                 raise ValueError(f"reference must be 'final' or a RunRecord, got {reference!r}")
             reference, reference_step = self, self._steps[-1]
         if not isinstance(reference, RunRecord):
-            raise TypeError(f"reference must be 'final' or a RunRecord, got {type(reference).__name__}")
+            raise TypeError(
+                f"reference must be 'final' or a RunRecord, got {type(reference).__name__}"
+            )
         out = {}
         for name in names:
             U, Vh = self.series(name, "U")[rows], self.series(name, "Vh")[rows]
@@ -220,18 +254,28 @@ class RunRecord:
             out[name] = agreement_from_vectors(U, Vh, U_ref, Vh_ref)
         return out
 
-    # ---- writing -----------------------------------------------------------------------------------
-    def append(self, step: int, layers: dict[str, dict[str, np.ndarray]],
-               pairs: list[np.ndarray] | None = None, scalars: dict[str, float] | None = None) -> None:
+    # ---- writing
+    # -----------------------------------------------------------------------------------
+    def append(
+        self,
+        step: int,
+        layers: dict[str, dict[str, np.ndarray]],
+        pairs: list[np.ndarray] | None = None,
+        scalars: dict[str, float] | None = None,
+    ) -> None:
         """Add one snapshot. Steps must increase strictly; every layer and pair must be present."""
         step = int(step)
         if self._steps and step <= self._steps[-1]:
             raise ValueError(
-                f"step {step} is not after the last recorded step {self._steps[-1]}; to resume from an earlier "
+                f"step {step} is not after the last recorded step {self._steps[-1]}; to resume "
+                "from an earlier "
                 f"checkpoint, call record.truncate({step - 1}) first"
             )
         if set(layers) != set(self._layers):
-            raise ValueError(f"a snapshot must cover exactly the record's layers {self.layers}, got {sorted(layers)}")
+            raise ValueError(
+                f"a snapshot must cover exactly the record's layers {self.layers}, got "
+                f"{sorted(layers)}"
+            )
         pairs = pairs or []
         if len(pairs) != len(self._pairs):
             raise ValueError(f"expected {len(self._pairs)} pair alignments, got {len(pairs)}")
@@ -303,27 +347,38 @@ class RunRecord:
                     arrays = {key: data[key] for key in data.files}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
             raise ValueError(
-                f"{path} is not a readable run record (truncated, corrupt, or not an .npz file: {err}); "
+                f"{path} is not a readable run record (truncated, corrupt, or not an .npz file: "
+                f"{err}); "
                 "delete it and run again"
             ) from err
         if "__meta__" not in arrays:
-            raise ValueError(f"{path} is an .npz file but not a spectral_lab run record (no __meta__ entry)")
+            raise ValueError(
+                f"{path} is an .npz file but not a spectral_lab run record (no __meta__ entry)"
+            )
         try:
             meta = json.loads(str(arrays.pop("__meta__")))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} has a corrupt __meta__ entry: {err}") from err
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a spectral_lab run record (format {meta.get('format')!r})")
+            raise ValueError(
+                f"{path} is not a spectral_lab run record (format {meta.get('format')!r})"
+            )
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(
-                f"{path} was written by a newer spectral_lab (record format {meta['format_version']}); upgrade"
+                f"{path} was written by a newer spectral_lab (record format "
+                f"{meta['format_version']}); upgrade"
             )
         return cls._from_arrays(meta, arrays, path)
 
     @classmethod
     def _from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray], path: Path) -> "RunRecord":
         layer_names, scalar_names = meta.pop("layers"), meta.pop("scalars")
-        record = cls({n: tuple(meta["shapes"][n]) for n in layer_names}, meta["top_k"], meta["pairs"], meta=meta)
+        record = cls(
+            {n: tuple(meta["shapes"][n]) for n in layer_names},
+            meta["top_k"],
+            meta["pairs"],
+            meta=meta,
+        )
         record.meta = meta
         steps = arrays.get("steps")
         if steps is None:
@@ -336,7 +391,9 @@ class RunRecord:
             if value is None:
                 raise ValueError(f"{path} is a corrupt run record: {key!r} is missing")
             if T and len(value) != T:
-                raise ValueError(f"{path} is a corrupt run record: {key!r} has {len(value)} rows for {T} steps")
+                raise ValueError(
+                    f"{path} is a corrupt run record: {key!r} has {len(value)} rows for {T} steps"
+                )
             return list(value) if T else []
 
         for i, name in enumerate(layer_names):
@@ -345,5 +402,7 @@ class RunRecord:
                 if key in arrays or field in LAYER_FIELDS:
                     record._layers[name][field] = rows(key)
         record._pairs = [rows(f"pair/{i}") for i in range(len(meta["pairs"]))]
-        record._scalars = {name: [float(v) for v in rows(f"scalar/{i}")] for i, name in enumerate(scalar_names)}
+        record._scalars = {
+            name: [float(v) for v in rows(f"scalar/{i}")] for i, name in enumerate(scalar_names)
+        }
         return record

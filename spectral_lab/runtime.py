@@ -35,7 +35,9 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
         requested = device
     else:
         if not isinstance(device, str) or not device.strip():
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
+            )
         name = device.strip().lower()
         if name == "auto":
             override = os.environ.get(DEVICE_ENV, "").strip()
@@ -64,7 +66,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
     if requested.type == "mps" and not _mps_available():
-        raise ValueError(f"device 'mps' was requested but MPS is not available; use 'auto' or 'cpu'")
+        raise ValueError("device 'mps' was requested but MPS is not available; use 'auto' or 'cpu'")
     return requested
 
 

@@ -47,17 +47,25 @@ def check_matrix(W, name: str | None = None, *, check_finite: bool = True) -> to
     if isinstance(W, np.ndarray):
         W = torch.from_numpy(W)
     if not isinstance(W, torch.Tensor):
-        raise TypeError(f"{_describe(name)} must be a torch.Tensor or numpy array, got {type(W).__name__}")
+        raise TypeError(
+            f"{_describe(name)} must be a torch.Tensor or numpy array, got {type(W).__name__}"
+        )
     if W.ndim < 2:
         raise ValueError(
-            f"{_describe(name)} has shape {tuple(W.shape)}: spectral metrics need a matrix (..., m, n). "
-            "Biases and norm parameters have no spectrum; use spectral_lab.matrix_view() to get the "
+            f"{_describe(name)} has shape {tuple(W.shape)}: spectral metrics need a matrix (..., "
+            "m, n). "
+            "Biases and norm parameters have no spectrum; use spectral_lab.matrix_view() to get "
+            "the "
             "2-D view of conv, attention or LSTM weights."
         )
     if W.shape[-1] == 0 or W.shape[-2] == 0 or W.numel() == 0:
-        raise ValueError(f"{_describe(name)} is empty (shape {tuple(W.shape)}): there is no spectrum to compute")
+        raise ValueError(
+            f"{_describe(name)} is empty (shape {tuple(W.shape)}): there is no spectrum to compute"
+        )
     if W.is_complex():
-        raise ValueError(f"{_describe(name)} is complex; spectral_lab handles real weight matrices only")
+        raise ValueError(
+            f"{_describe(name)} is complex; spectral_lab handles real weight matrices only"
+        )
     if not W.is_floating_point():
         W = W.to(torch.float32)
     if check_finite and not bool(torch.isfinite(W).all()):
@@ -131,7 +139,9 @@ def stable_rank_from_spectrum(S: torch.Tensor) -> torch.Tensor:
 
 def _nonzero(W: torch.Tensor, name: str | None) -> None:
     if not bool((W != 0).any()):
-        raise ValueError(f"{_describe(name)} is all zeros: its effective and stable ranks are undefined")
+        raise ValueError(
+            f"{_describe(name)} is all zeros: its effective and stable ranks are undefined"
+        )
 
 
 def effective_rank(W, name: str | None = None) -> torch.Tensor:
@@ -179,7 +189,8 @@ def _top_k(k: int, *sizes: int) -> int:
 
 
 def alignment(W_prev, W_next, k: int = 10) -> torch.Tensor:
-    """Alignment between consecutive layers: ``|Vh_next[:k] @ U_prev[:, :k]|``, shape ``(..., k, k)``.
+    """Alignment between consecutive layers: ``|Vh_next[:k] @ U_prev[:, :k]|``, shape ``(..., k,
+    k)``.
 
     ``W_prev`` is ``(..., m, n)`` and ``W_next`` is ``(..., p, m)``: the output
     space of layer l must be the input space of layer l+1. Entry ``[j, i]`` is
@@ -192,7 +203,8 @@ def alignment(W_prev, W_next, k: int = 10) -> torch.Tensor:
     if W_next.shape[-1] != W_prev.shape[-2]:
         raise ValueError(
             f"alignment needs W_next's input dimension to equal W_prev's output dimension: "
-            f"W_prev is {tuple(W_prev.shape[-2:])} (out, in), W_next is {tuple(W_next.shape[-2:])}; "
+            f"W_prev is {tuple(W_prev.shape[-2:])} (out, in), W_next is "
+            f"{tuple(W_next.shape[-2:])}; "
             "pass the layers in forward order"
         )
     k = _top_k(k, *W_prev.shape[-2:], *W_next.shape[-2:])
@@ -213,19 +225,24 @@ def agreement(W, W_ref, k: int = 10) -> torch.Tensor:
     W_ref = check_matrix(W_ref, "W_ref")
     if W.shape[-2:] != W_ref.shape[-2:]:
         raise ValueError(
-            f"agreement compares matrices of the same shape, got {tuple(W.shape[-2:])} and {tuple(W_ref.shape[-2:])}"
+            f"agreement compares matrices of the same shape, got {tuple(W.shape[-2:])} and "
+            f"{tuple(W_ref.shape[-2:])}"
         )
     k = _top_k(k, *W.shape[-2:])
     U, _, Vh = svd(W)
     U_ref, _, Vh_ref = svd(W_ref)
     dtype = torch.promote_types(U.dtype, U_ref.dtype)
     return agreement_from_vectors(
-        U[..., :, :k].to(dtype), Vh[..., :k, :].to(dtype), U_ref[..., :, :k].to(dtype), Vh_ref[..., :k, :].to(dtype)
+        U[..., :, :k].to(dtype),
+        Vh[..., :k, :].to(dtype),
+        U_ref[..., :, :k].to(dtype),
+        Vh_ref[..., :k, :].to(dtype),
     )
 
 
 def diagonal_mean(M, k: int = 10):
-    """Mean of the first ``k`` diagonal entries of ``(..., k', k')`` matrices: the paper's scalar summary."""
+    """Mean of the first ``k`` diagonal entries of ``(..., k', k')`` matrices: the paper's scalar
+    summary."""
     if isinstance(M, np.ndarray):
         return np.diagonal(M, axis1=-2, axis2=-1)[..., :k].mean(axis=-1)
     return torch.diagonal(M, dim1=-2, dim2=-1)[..., :k].mean(dim=-1)

@@ -35,7 +35,7 @@ from torch import nn
 
 from .data import ClassificationData, digits, mnist1d
 from .experiments import ExperimentConfig
-from .models import CNN1d, MLP
+from .models import MLP, CNN1d
 from .record import RunRecord
 from .runtime import get_device, seed_everything
 from .tracker import SpectralTracker
@@ -46,7 +46,8 @@ __all__ = ["ClassifierConfig", "FitResult", "fit", "evaluate_classifier", "batch
 DATASETS = ("mnist1d", "digits")
 ARCHITECTURES = ("mlp", "cnn")
 SCHEDULES = ("cosine", "constant")
-#: What :func:`fit` measures every ``eval_every`` steps (the record keeps it under ``meta["history"]``).
+# : What :func:`fit` measures every ``eval_every`` steps (the record keeps it under
+# ``meta["history"]``).
 HISTORY_FIELDS = ("step", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -64,7 +65,9 @@ class ClassifierConfig(ExperimentConfig):
     experiment: ClassVar[str] = "classifier"
     preset: str = "custom"
     dataset: str = "mnist1d"
-    label_noise: float = 0.0  # fraction of training labels randomized (0: true labels, 1: all random)
+    label_noise: float = (
+        0.0  # fraction of training labels randomized (0: true labels, 1: all random)
+    )
     label_seed: int = 0
     model: str = "mlp"
     hidden: tuple[int, ...] = (256, 256)  # MLP hidden widths
@@ -83,11 +86,19 @@ class ClassifierConfig(ExperimentConfig):
     device: str = "auto"
 
     def validate(self) -> None:
-        for name, allowed in (("dataset", DATASETS), ("model", ARCHITECTURES), ("schedule", SCHEDULES)):
+        for name, allowed in (
+            ("dataset", DATASETS),
+            ("model", ARCHITECTURES),
+            ("schedule", SCHEDULES),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if not 0.0 <= self.label_noise <= 1.0:
-            raise ValueError(f"label_noise must lie in [0, 1] (a fraction of labels), got {self.label_noise}")
+            raise ValueError(
+                f"label_noise must lie in [0, 1] (a fraction of labels), got {self.label_noise}"
+            )
         for name in ("channels", "batch_size", "epochs", "eval_every", "track_every", "top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -101,16 +112,24 @@ class ClassifierConfig(ExperimentConfig):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("seed", "data_seed", "label_seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be a non-negative integer, got {getattr(self, name)}"
+                )
         if self.track_every % self.eval_every:
-            raise ValueError(f"track_every={self.track_every} must be a multiple of eval_every={self.eval_every}, "
-                             "so that every snapshot carries losses and accuracies measured at its own step")
+            raise ValueError(
+                f"track_every={self.track_every} must be a multiple of "
+                f"eval_every={self.eval_every}, "
+                "so that every snapshot carries losses and accuracies measured at its own step"
+            )
 
     # ---- what a run is made of -----------------------------------------------------------------
     def make_data(self) -> ClassificationData:
-        """The dataset, with ``label_noise`` of its training labels randomized (seed ``label_seed``)."""
+        """The dataset, with ``label_noise`` of its training labels randomized (seed
+        ``label_seed``)."""
         data = mnist1d() if self.dataset == "mnist1d" else digits(flatten=self.model == "mlp")
-        return data.randomize_labels(self.label_noise, self.label_seed) if self.label_noise else data
+        return (
+            data.randomize_labels(self.label_noise, self.label_seed) if self.label_noise else data
+        )
 
     def make_model(self, data: ClassificationData | None = None) -> nn.Module:
         """A freshly initialised model for ``data`` (default: this config's); seed torch first."""
@@ -118,25 +137,33 @@ class ClassifierConfig(ExperimentConfig):
         if self.model == "mlp":
             return MLP((int(np.prod(data.input_shape)), *self.hidden, data.n_classes))
         if len(data.input_shape) != 1:
-            raise ValueError(f"the 1-D CNN takes signals (N, length); {data.name} has inputs {data.input_shape}. "
-                             "Use model='mlp' for images")
+            raise ValueError(
+                f"the 1-D CNN takes signals (N, length); {data.name} has inputs "
+                f"{data.input_shape}. "
+                "Use model='mlp' for images"
+            )
         return CNN1d(data.input_shape[0], data.n_classes, self.channels)
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
 
     def steps_per_epoch(self, n_train: int) -> int:
-        """Full minibatches per epoch (the last, partial one is dropped; each epoch draws a new order)."""
+        """Full minibatches per epoch (the last, partial one is dropped; each epoch draws a new
+        order)."""
         if n_train < self.batch_size:
-            raise ValueError(f"batch_size={self.batch_size} is larger than the {n_train} training examples")
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the {n_train} training examples"
+            )
         return n_train // self.batch_size
 
     def total_steps(self, n_train: int) -> int:
         return self.epochs * self.steps_per_epoch(n_train)
 
     def lr_at(self, step: int, total: int) -> float:
-        """The learning rate of update ``step`` (0-based): ``lr`` or ``lr * (1 + cos(pi step / total)) / 2``."""
+        """The learning rate of update ``step`` (0-based): ``lr`` or ``lr * (1 + cos(pi step /
+        total)) / 2``."""
         if self.schedule == "constant":
             return self.lr
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
@@ -144,7 +171,8 @@ class ClassifierConfig(ExperimentConfig):
     # ---- presets ---------------------------------------------------------------------------------
     @classmethod
     def quick(cls) -> "ClassifierConfig":
-        """The MNIST-1D setting of SPEC section 2 (~2-4 s a run on 2 cores): dense test error about 0.25."""
+        """The MNIST-1D setting of SPEC section 2 (~2-4 s a run on 2 cores): dense test error about
+        0.25."""
         return cls(preset="quick")
 
     @classmethod
@@ -175,14 +203,18 @@ class FitResult:
 
     def __repr__(self) -> str:
         h = self.history
-        last = (f"train acc {h['train_acc'][-1]:.3f}, test acc {h['test_acc'][-1]:.3f}"
-                if len(h["step"]) else "not evaluated")
+        last = (
+            f"train acc {h['train_acc'][-1]:.3f}, test acc {h['test_acc'][-1]:.3f}"
+            if len(h["step"])
+            else "not evaluated"
+        )
         return f"FitResult(step {self.step}: {last}; {type(self.model).__name__})"
 
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, data: ClassificationData) -> dict[str, float]:
-    """``train_loss``, ``train_acc`` (on the labels trained on, random ones included), ``test_loss``, ``test_acc``.
+    """``train_loss``, ``train_acc`` (on the labels trained on, random ones included),
+    ``test_loss``, ``test_acc``.
 
     The model is put in eval mode for the measurement and returned to the mode it was in.
     """
@@ -193,34 +225,57 @@ def evaluate_classifier(model: nn.Module, data: ClassificationData) -> dict[str,
         test_loss, test_acc = loss_and_accuracy(model, data.test_x, data.test_y)
     finally:
         model.train(was_training)
-    return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}
+    return {
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+    }
 
 
 def batch_order(data_seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The order in which epoch ``epoch`` visits the ``n`` training examples: a function of its arguments only."""
+    """The order in which epoch ``epoch`` visits the ``n`` training examples: a function of its
+    arguments only."""
     seed = int(np.random.SeedSequence([int(data_seed), int(epoch)]).generate_state(1)[0])
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-def _check_mask(mask: dict[str, torch.Tensor], model: nn.Module, device) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
+def _check_mask(
+    mask: dict[str, torch.Tensor], model: nn.Module, device
+) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
     params = dict(model.named_parameters())
     checked = {}
     for name, m in mask.items():
         if name not in params:
-            raise ValueError(f"mask names {name!r}, which is not a parameter of {type(model).__name__}; "
-                             f"parameters: {', '.join(params)}")
+            raise ValueError(
+                f"mask names {name!r}, which is not a parameter of {type(model).__name__}; "
+                f"parameters: {', '.join(params)}"
+            )
         if tuple(m.shape) != tuple(params[name].shape):
-            raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, the parameter {tuple(params[name].shape)}")
+            raise ValueError(
+                f"mask for {name!r} has shape {tuple(m.shape)}, the parameter "
+                f"{tuple(params[name].shape)}"
+            )
         checked[name] = (params[name], m.to(device=device, dtype=params[name].dtype))
     return checked
 
 
-def fit(config: ClassifierConfig, model: nn.Module | None = None, data: ClassificationData | None = None, *,
-        start_step: int = 0, stop_step: int | None = None, optimizer_state: dict | None = None,
-        data_seed: int | None = None, mask: dict[str, torch.Tensor] | None = None,
-        track: bool | SpectralTracker = True, progress: bool | None = None,
-        out: str | os.PathLike | None = None) -> FitResult:
-    """Train ``model`` on ``data`` with minibatch SGD from ``start_step`` to ``stop_step``; see the module doc.
+def fit(
+    config: ClassifierConfig,
+    model: nn.Module | None = None,
+    data: ClassificationData | None = None,
+    *,
+    start_step: int = 0,
+    stop_step: int | None = None,
+    optimizer_state: dict | None = None,
+    data_seed: int | None = None,
+    mask: dict[str, torch.Tensor] | None = None,
+    track: bool | SpectralTracker = True,
+    progress: bool | None = None,
+    out: str | os.PathLike | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` with minibatch SGD from ``start_step`` to ``stop_step``; see the
+    module doc.
 
     ``model`` and ``data`` default to the config's (the model seeded with
     ``config.seed``). ``stop_step`` defaults to the end of the run
@@ -243,10 +298,13 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
     total = config.total_steps(n)
     stop = total if stop_step is None else int(stop_step)
     if not 0 <= start_step <= stop <= total:
-        raise ValueError(f"need 0 <= start_step ({start_step}) <= stop_step ({stop}) <= the run's {total} steps")
+        raise ValueError(
+            f"need 0 <= start_step ({start_step}) <= stop_step ({stop}) <= the run's {total} steps"
+        )
     optimizer = config.make_optimizer(model)
     if optimizer_state is not None:
-        # a deep copy: SGD updates momentum buffers in place, and two branches may start from one state
+        # a deep copy: SGD updates momentum buffers in place, and two branches may start from one
+        # state
         optimizer.load_state_dict(copy.deepcopy(optimizer_state))
     order_seed = config.data_seed if data_seed is None else int(data_seed)
     masked = _check_mask(mask, model, device) if mask else {}
@@ -256,11 +314,23 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
         tracker = track
     elif track:
         pairs = model.layer_pairs() if hasattr(model, "layer_pairs") else "infer"
-        tracker = SpectralTracker(model, every=config.track_every, top_k=config.top_k, pairs=pairs,
-                                  config=config, seed=config.seed)
+        tracker = SpectralTracker(
+            model,
+            every=config.track_every,
+            top_k=config.top_k,
+            pairs=pairs,
+            config=config,
+            seed=config.seed,
+        )
     if tracker is not None:
-        tracker.record.meta.update(experiment=config.experiment, preset=config.preset, device=str(device),
-                                   data_seed=order_seed, start_step=int(start_step), masked=sorted(masked))
+        tracker.record.meta.update(
+            experiment=config.experiment,
+            preset=config.preset,
+            device=str(device),
+            data_seed=order_seed,
+            start_step=int(start_step),
+            masked=sorted(masked),
+        )
         if not tracker.record.meta.get("config"):
             tracker.record.meta["config"] = plain_config(config)
     history = {k: [] for k in HISTORY_FIELDS}
@@ -272,12 +342,20 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
 
     def observe(step: int) -> None:
         last = step == stop
-        if step % config.eval_every and not last and not (tracker is not None and tracker.due(step)):
+        if (
+            step % config.eval_every
+            and not last
+            and not (tracker is not None and tracker.due(step))
+        ):
             return
         scalars = evaluate_classifier(model, data)
         for k in HISTORY_FIELDS:
             history[k].append(step if k == "step" else scalars[k])
-        bar.set_postfix(loss=f"{scalars['train_loss']:.3g}", test_acc=f"{scalars['test_acc']:.3f}", refresh=False)
+        bar.set_postfix(
+            loss=f"{scalars['train_loss']:.3g}",
+            test_acc=f"{scalars['test_acc']:.3f}",
+            refresh=False,
+        )
         if tracker is not None and (tracker.due(step) or last or step == start_step):
             tracker.step(step, model, force=True, **scalars)
 
@@ -291,7 +369,9 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
             if step // per_epoch != epoch:
                 epoch = step // per_epoch
                 order = batch_order(order_seed, epoch, n).to(device)
-            batch = order[(step % per_epoch) * config.batch_size:(step % per_epoch + 1) * config.batch_size]
+            batch = order[
+                (step % per_epoch) * config.batch_size : (step % per_epoch + 1) * config.batch_size
+            ]
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step, total)
             loss = F.cross_entropy(model(data.train_x[batch]), data.train_y[batch])
@@ -310,5 +390,7 @@ def fit(config: ClassifierConfig, model: nn.Module | None = None, data: Classifi
         record.meta["history"] = history
         if out is not None:
             record.save(Path(out))
-    arrays = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()}
+    arrays = {
+        k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()
+    }
     return FitResult(model, record, arrays, optimizer.state_dict(), stop)

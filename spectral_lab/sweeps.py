@@ -1,4 +1,5 @@
-"""Running a weight-decay sweep: one grokking run per weight decay, on any engine of :func:`~spectral_lab.sweep`.
+"""Running a weight-decay sweep: one grokking run per weight decay, on any engine of
+:func:`~spectral_lab.sweep`.
 
 :func:`run_weight_decay_sweep` trains the runs of a
 :class:`~spectral_lab.experiments.WeightDecaySweep` through
@@ -21,7 +22,13 @@ from .distributed import partial_path, result_path, sweep, train_record
 from .record import RunRecord
 from .training import checkpoint_path
 
-__all__ = ["sweep_label", "sweep_path", "sweep_outputs", "run_weight_decay_sweep", "load_or_run_sweep"]
+__all__ = [
+    "sweep_label",
+    "sweep_path",
+    "sweep_outputs",
+    "run_weight_decay_sweep",
+    "load_or_run_sweep",
+]
 
 
 def sweep_label(config) -> str:
@@ -43,8 +50,14 @@ def sweep_outputs(weight_decay_sweep, out: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def run_weight_decay_sweep(weight_decay_sweep, out: str | os.PathLike | None = None, resume: bool = False,
-                           progress: bool | None = None, engine: str = "serial", **engine_options) -> list[RunRecord]:
+def run_weight_decay_sweep(
+    weight_decay_sweep,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    engine: str = "serial",
+    **engine_options,
+) -> list[RunRecord]:
     """Train every run of the sweep; returns their records in the order of ``weight_decays``.
 
     With ``out`` (a folder) each run saves to :func:`sweep_path`. With
@@ -54,18 +67,29 @@ def run_weight_decay_sweep(weight_decay_sweep, out: str | os.PathLike | None = N
     ``workers``, ``gpus``, ``retries``) go to :func:`spectral_lab.sweep`.
     """
     if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ValueError(f"a sweep writes one record per weight decay into a folder; {out} is a file")
+        raise ValueError(
+            f"a sweep writes one record per weight decay into a folder; {out} is a file"
+        )
     if out is not None and not resume:
         for path in sweep_outputs(weight_decay_sweep, out):
             path.unlink(missing_ok=True)
-    return sweep(weight_decay_sweep.configs(), train_record, engine=engine, out_dir=out, progress=progress,
-                 label=sweep_label, **engine_options)
+    return sweep(
+        weight_decay_sweep.configs(),
+        train_record,
+        engine=engine,
+        out_dir=out,
+        progress=progress,
+        label=sweep_label,
+        **engine_options,
+    )
 
 
-def load_or_run_sweep(weight_decay_sweep, out: str | os.PathLike, fallback=None,
-                      progress: bool | None = None) -> list[RunRecord]:
+def load_or_run_sweep(
+    weight_decay_sweep, out: str | os.PathLike, fallback=None, progress: bool | None = None
+) -> list[RunRecord]:
     """The records of the sweep from the folder ``out`` if every run is there and finished;
-    otherwise ``fallback`` (default: the sweep itself) run in place, serially, without writing anything.
+    otherwise ``fallback`` (default: the sweep itself) run in place, serially, without writing
+    anything.
 
     All or nothing, so that one figure never mixes paper-scale and quick runs.
     A record belongs to a run when its file name carries the run's config key
@@ -76,6 +100,11 @@ def load_or_run_sweep(weight_decay_sweep, out: str | os.PathLike, fallback=None,
     if there == len(paths):
         return [RunRecord.load(path) for path in paths]
     if there:
-        print(f"{there} of {len(paths)} runs of the {weight_decay_sweep.preset!r} sweep are in {out}; "
-              "running the sweep here instead")
-    return run_weight_decay_sweep(weight_decay_sweep if fallback is None else fallback, progress=progress)
+        print(
+            f"{there} of {len(paths)} runs of the {weight_decay_sweep.preset!r} sweep are in "
+            f"{out}; "
+            "running the sweep here instead"
+        )
+    return run_weight_decay_sweep(
+        weight_decay_sweep if fallback is None else fallback, progress=progress
+    )

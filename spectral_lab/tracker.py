@@ -63,9 +63,14 @@ def _check_every(every) -> int | frozenset[int]:
         return int(every)
     if isinstance(every, Iterable) and not isinstance(every, (str, bytes)):
         steps = list(every)
-        if steps and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in steps):
+        if steps and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in steps
+        ):
             return frozenset(int(s) for s in steps)
-    raise ValueError(f"every must be a positive int or a non-empty collection of step numbers >= 0, got {every!r}")
+    raise ValueError(
+        "every must be a positive int or a non-empty collection of step numbers >= 0, got "
+        f"{every!r}"
+    )
 
 
 def _scalar(name: str, value: Any) -> float:
@@ -73,11 +78,14 @@ def _scalar(name: str, value: Any) -> float:
         return float(value.detach().item())
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return float(value)
-    raise ValueError(f"scalar {name!r} must be a number or a one-element tensor, got {type(value).__name__}")
+    raise ValueError(
+        f"scalar {name!r} must be a number or a one-element tensor, got {type(value).__name__}"
+    )
 
 
 def _check_finite(step: int, views: dict[str, torch.Tensor]) -> None:
-    """Refuse a snapshot of diverged weights, naming the first bad matrix (one device sync per device)."""
+    """Refuse a snapshot of diverged weights, naming the first bad matrix (one device sync per
+    device)."""
     by_device: dict[torch.device, list[str]] = defaultdict(list)
     for name, W in views.items():
         by_device[W.device].append(name)
@@ -86,7 +94,8 @@ def _check_finite(step: int, views: dict[str, torch.Tensor]) -> None:
         if not all(finite):
             bad = [n for n, ok in zip(names, finite) if not ok]
             raise ValueError(
-                f"at step {step}, matrix {bad[0]!r} contains NaN or infinite entries: training has diverged "
+                f"at step {step}, matrix {bad[0]!r} contains NaN or infinite entries: training "
+                "has diverged "
                 "(lower the learning rate or add gradient clipping); the record so far is kept"
             )
 
@@ -125,10 +134,21 @@ class SpectralTracker:
     ``torch.linalg.svd`` call on the device they live on.
     """
 
-    def __init__(self, model: nn.Module, every=100, top_k: int = 10, layers: LayerSelector = None,
-                 pairs="infer", keep_weights: bool = False, config: Any = None, seed: int | None = None,
-                 record: RunRecord | None = None, sinks: Iterable = (), path: str | Path | None = None,
-                 background: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        every=100,
+        top_k: int = 10,
+        layers: LayerSelector = None,
+        pairs="infer",
+        keep_weights: bool = False,
+        config: Any = None,
+        seed: int | None = None,
+        record: RunRecord | None = None,
+        sinks: Iterable = (),
+        path: str | Path | None = None,
+        background: bool = False,
+    ):
         self.every = _check_every(every)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -140,17 +160,27 @@ class SpectralTracker:
         device = next(model.parameters()).device
         shapes = {ref.name: ref.shape for ref in self.refs}
         if record is None:
-            record = RunRecord(shapes, self.top_k, self.pairs, config=config, seed=seed, device=str(device))
+            record = RunRecord(
+                shapes, self.top_k, self.pairs, config=config, seed=seed, device=str(device)
+            )
         else:
             self._check_resumable(record, shapes)
         self._record = record
         self.background = bool(background)
-        if self.background and device.type == "cpu" and torch.get_num_threads() >= (os.cpu_count() or 1):
+        if (
+            self.background
+            and device.type == "cpu"
+            and torch.get_num_threads() >= (os.cpu_count() or 1)
+        ):
             warnings.warn(
-                f"background=True on a CPU where torch uses all {torch.get_num_threads()} cores: the tracker's thread "
+                f"background=True on a CPU where torch uses all {torch.get_num_threads()} cores: "
+                "the tracker's thread "
                 "would compete with training for them and slow it down. Leave a core free "
-                f"(torch.set_num_threads({max(1, torch.get_num_threads() - 1)})) or use background=False.",
-                RuntimeWarning, stacklevel=2)
+                f"(torch.set_num_threads({max(1, torch.get_num_threads() - 1)})) or use "
+                "background=False.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._worker: ThreadPoolExecutor | None = None
         self._in_flight: list[Future] = []
         self._first: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -161,8 +191,10 @@ class SpectralTracker:
 
     def __repr__(self) -> str:
         every = self.every if isinstance(self.every, int) else f"{len(self.every)} steps"
-        return (f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={self.top_k}, "
-                f"pairs={len(self.pairs)}, snapshots={len(self.record)})")
+        return (
+            f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={self.top_k}, "
+            f"pairs={len(self.pairs)}, snapshots={len(self.record)})"
+        )
 
     @property
     def record(self) -> RunRecord:
@@ -171,26 +203,32 @@ class SpectralTracker:
         return self._record
 
     def flush(self) -> None:
-        """Wait for the snapshots in flight (``background=True``); raise the first error among them."""
+        """Wait for the snapshots in flight (``background=True``); raise the first error among
+        them."""
         in_flight, self._in_flight = self._in_flight, []
         for future in in_flight:
             future.result()
 
-    # ---- set-up checks -----------------------------------------------------------------------------
+    # ---- set-up checks
+    # -----------------------------------------------------------------------------
     def _name(self, name: str) -> str:
         if name in self._by_name:
             return name
         hits = [ref.name for ref in self.refs if ref.module == name]
         if len(hits) == 1:
             return hits[0]
-        raise ValueError(f"pair member {name!r} is not a tracked matrix; tracked: {', '.join(self._by_name)}")
+        raise ValueError(
+            f"pair member {name!r} is not a tracked matrix; tracked: {', '.join(self._by_name)}"
+        )
 
     def _resolve_pairs(self, pairs) -> list[tuple[str, str]]:
         if pairs is None:
             return []
         if isinstance(pairs, str):
             if pairs != "infer":
-                raise ValueError(f"pairs must be 'infer', None or a list of (prev, next) names, got {pairs!r}")
+                raise ValueError(
+                    f"pairs must be 'infer', None or a list of (prev, next) names, got {pairs!r}"
+                )
             return infer_pairs(self.refs)
         resolved = []
         for pair in pairs:
@@ -200,8 +238,10 @@ class SpectralTracker:
             m_prev, n_next = self._by_name[prev].shape[0], self._by_name[nxt].shape[1]
             if m_prev != n_next:
                 raise ValueError(
-                    f"mismatched pair shapes: {prev!r} is {self._by_name[prev].shape} (out, in) and {nxt!r} is "
-                    f"{self._by_name[nxt].shape}; alignment needs the next layer's input size ({n_next}) to equal "
+                    f"mismatched pair shapes: {prev!r} is {self._by_name[prev].shape} (out, in) "
+                    f"and {nxt!r} is "
+                    f"{self._by_name[nxt].shape}; alignment needs the next layer's input size "
+                    f"({n_next}) to equal "
                     f"the previous layer's output size ({m_prev})"
                 )
             resolved.append((prev, nxt))
@@ -215,10 +255,13 @@ class SpectralTracker:
                 "use the same model and layer selection as the run that wrote the record"
             )
         if record.top_k != self.top_k:
-            raise ValueError(f"cannot resume: the record has top_k={record.top_k}, this tracker {self.top_k}")
+            raise ValueError(
+                f"cannot resume: the record has top_k={record.top_k}, this tracker {self.top_k}"
+            )
         self.pairs = record.pairs
 
-    # ---- tracking ----------------------------------------------------------------------------------
+    # ---- tracking
+    # ----------------------------------------------------------------------------------
     def due(self, step: int) -> bool:
         if isinstance(self.every, int):
             return step % self.every == 0
@@ -247,13 +290,16 @@ class SpectralTracker:
             return
         self._in_flight = [f for f in self._in_flight if not f.done() or f.exception() is not None]
         if any(f.done() for f in self._in_flight):
-            self.flush()  # an earlier snapshot failed: raise its error now, at a step of the caller's
+            # an earlier snapshot failed: raise its error now, at a step of the caller's
+            self.flush()
         copies = {name: W.clone() for name, W in views.items()}  # the views are the live weights
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectral-tracker")
         self._in_flight.append(self._worker.submit(self._append_snapshot, step, copies, values))
 
-    def _append_snapshot(self, step: int, views: dict[str, torch.Tensor], values: dict[str, float]) -> None:
+    def _append_snapshot(
+        self, step: int, views: dict[str, torch.Tensor], values: dict[str, float]
+    ) -> None:
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name, W in views.items():
             groups[(tuple(W.shape), W.dtype, W.device)].append(name)
@@ -282,14 +328,24 @@ class SpectralTracker:
             U0, Vh0 = self._first[name]
             fields["agreement_first"] = agreement_from_vectors(fields["U"], fields["Vh"], U0, Vh0)
             if self.keep_weights:
-                fields["weights"] = views[name].to(dtype=torch.float32, copy=True)  # never alias the live weights
+                fields["weights"] = views[name].to(
+                    dtype=torch.float32, copy=True
+                )  # never alias the live weights
         alignments = []
         for prev, nxt in self.pairs:
             U_prev, Vh_next = on_device[prev]["U"], on_device[nxt]["Vh"]
             k = min(U_prev.shape[-1], Vh_next.shape[-2])
             alignments.append(alignment_from_vectors(U_prev[:, :k].to(Vh_next.dtype), Vh_next[:k]))
-        layers = {name: {f: v.cpu().numpy() for f, v in fields.items()} for name, fields in on_device.items()}
-        self._record.append(step, {n: layers[n] for n in self._by_name}, [a.cpu().numpy() for a in alignments], values)
+        layers = {
+            name: {f: v.cpu().numpy() for f, v in fields.items()}
+            for name, fields in on_device.items()
+        }
+        self._record.append(
+            step,
+            {n: layers[n] for n in self._by_name},
+            [a.cpu().numpy() for a in alignments],
+            values,
+        )
         for sink in self.sinks:
             sink.push(self._record, -1)
 
@@ -299,13 +355,19 @@ class SpectralTracker:
             try:
                 W = ref.view(model)
             except AttributeError as err:
-                raise ValueError(f"the model passed to step() has no matrix {ref.name!r}: pass the tracked model") from err
+                raise ValueError(
+                    f"the model passed to step() has no matrix {ref.name!r}: pass the tracked model"
+                ) from err
             if tuple(W.shape) != ref.shape:
-                raise ValueError(f"matrix {ref.name!r} changed shape from {ref.shape} to {tuple(W.shape)}")
+                raise ValueError(
+                    f"matrix {ref.name!r} changed shape from {ref.shape} to {tuple(W.shape)}"
+                )
             views[ref.name] = W.detach()
         return views
 
-    def _first_vectors(self, name: str, fields: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _first_vectors(
+        self, name: str, fields: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self._record):  # resuming: the first snapshot is in the record
             U0 = torch.as_tensor(self._record.series(name, "U")[0])
             Vh0 = torch.as_tensor(self._record.series(name, "Vh")[0])
@@ -316,17 +378,22 @@ class SpectralTracker:
         """Save the record so far atomically (see :meth:`RunRecord.save`)."""
         self.record.save(path)
 
-    # ---- sinks and training frameworks ---------------------------------------------------------------
+    # ---- sinks and training frameworks
+    # ---------------------------------------------------------------
     def add_sink(self, sink) -> "SpectralTracker":
         """Send every later snapshot to ``sink`` too (a :class:`spectral_lab.integrations.Sink`)."""
         if not (callable(getattr(sink, "push", None)) and callable(getattr(sink, "finish", None))):
-            raise TypeError(f"a sink needs push(record, index) and finish(record) methods, got {type(sink).__name__}; "
-                            "see spectral_lab.integrations.sinks")
+            raise TypeError(
+                "a sink needs push(record, index) and finish(record) methods, got "
+                f"{type(sink).__name__}; "
+                "see spectral_lab.integrations.sinks"
+            )
         self.sinks.append(sink)
         return self
 
     def close(self) -> None:
-        """End of training: save the record to :attr:`path` (if given), send figures to the sinks and close them."""
+        """End of training: save the record to :attr:`path` (if given), send figures to the sinks
+        and close them."""
         self.flush()
         if self._worker is not None:
             self._worker.shutdown()
@@ -337,19 +404,22 @@ class SpectralTracker:
             sink.finish(self.record)
 
     def lightning_callback(self):
-        """A PyTorch Lightning callback that drives this tracker: ``Trainer(callbacks=[tracker.lightning_callback()])``.
+        """A PyTorch Lightning callback that drives this tracker:
+        ``Trainer(callbacks=[tracker.lightning_callback()])``.
 
         One snapshot per optimizer step that is due (``trainer.global_step``, so
         gradient accumulation does not repeat steps), taken on rank 0; sharded
         weights gathered or refused with a message; :meth:`close` at the end.
-        Needs ``pip install "spectral-lab[lightning]"`` (details: :mod:`spectral_lab.integrations.callbacks`).
+        Needs ``pip install "spectral-lab[lightning]"`` (details:
+        :mod:`spectral_lab.integrations.callbacks`).
         """
         from .integrations.callbacks import lightning_callback
 
         return lightning_callback(self)
 
     def hf_callback(self, log_at_snapshots: bool = True):
-        """A Hugging Face ``TrainerCallback`` that drives this tracker: ``Trainer(callbacks=[tracker.hf_callback()])``.
+        """A Hugging Face ``TrainerCallback`` that drives this tracker:
+        ``Trainer(callbacks=[tracker.hf_callback()])``.
 
         Snapshots at ``state.global_step`` (optimizer steps), on the main process;
         with ``log_at_snapshots`` the Trainer also logs at snapshot steps so the

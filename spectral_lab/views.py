@@ -23,8 +23,16 @@ from typing import Any, Callable, Iterable, Union
 import torch
 from torch import nn
 
-__all__ = ["matrix_view", "split_heads", "split_gates", "centre_tap", "find_matrices", "select_layers", "MatrixRef",
-           "LayerSelector"]
+__all__ = [
+    "matrix_view",
+    "split_heads",
+    "split_gates",
+    "centre_tap",
+    "find_matrices",
+    "select_layers",
+    "MatrixRef",
+    "LayerSelector",
+]
 
 _NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,
@@ -52,7 +60,10 @@ def split_heads(W: torch.Tensor, num_heads: int) -> dict[str, torch.Tensor]:
     if num_heads < 1 or d % num_heads != 0:
         raise ValueError(f"num_heads={num_heads} must divide the model width {d}")
     q, k, v = W.split(d, dim=0)
-    return {role: block.reshape(num_heads, d // num_heads, W.shape[1]) for role, block in zip("qkv", (q, k, v))}
+    return {
+        role: block.reshape(num_heads, d // num_heads, W.shape[1])
+        for role, block in zip("qkv", (q, k, v))
+    }
 
 
 def split_gates(W: torch.Tensor, gates: str = "ifgo") -> dict[str, torch.Tensor]:
@@ -63,7 +74,9 @@ def split_gates(W: torch.Tensor, gates: str = "ifgo") -> dict[str, torch.Tensor]
     that order along dim 0 gives back ``W``.
     """
     if W.ndim != 2 or W.shape[0] % len(gates) != 0:
-        raise ValueError(f"a weight with {len(gates)} gates has shape ({len(gates)} h, d), got {tuple(W.shape)}")
+        raise ValueError(
+            f"a weight with {len(gates)} gates has shape ({len(gates)} h, d), got {tuple(W.shape)}"
+        )
     return dict(zip(gates, W.split(W.shape[0] // len(gates), dim=0)))
 
 
@@ -78,11 +91,15 @@ def centre_tap(W: torch.Tensor) -> torch.Tensor:
     have no centre; index ``k // 2`` is used.
     """
     if W.ndim < 3:
-        raise ValueError(f"expected a convolution kernel (c_out, c_in, *kernel), got shape {tuple(W.shape)}")
+        raise ValueError(
+            f"expected a convolution kernel (c_out, c_in, *kernel), got shape {tuple(W.shape)}"
+        )
     return W[(slice(None), slice(None), *(k // 2 for k in W.shape[2:]))]
 
 
-def matrix_view(name: str, param: torch.Tensor, module: nn.Module | None = None, *, split: bool = False):
+def matrix_view(
+    name: str, param: torch.Tensor, module: nn.Module | None = None, *, split: bool = False
+):
     """The 2-D matrix whose spectrum the book studies, or ``None`` if ``param`` has none.
 
     ``name`` is the parameter's name within ``module`` (``"weight"``,
@@ -94,7 +111,9 @@ def matrix_view(name: str, param: torch.Tensor, module: nn.Module | None = None,
     leaf = name.rsplit(".", 1)[-1]
     if param.ndim < 2 or "bias" in leaf or isinstance(module, _NORM_TYPES):
         if split:
-            raise ValueError(f"{name!r} is not a weight matrix (shape {tuple(param.shape)}), so it has no blocks")
+            raise ValueError(
+                f"{name!r} is not a weight matrix (shape {tuple(param.shape)}), so it has no blocks"
+            )
         return None
     if isinstance(module, nn.modules.conv._ConvTransposeNd) and leaf == "weight":
         W = param.transpose(0, 1).flatten(1)  # (c_out, c_in * prod(kernel))
@@ -110,8 +129,10 @@ def matrix_view(name: str, param: torch.Tensor, module: nn.Module | None = None,
         if isinstance(module, rnn_type) and leaf.startswith(("weight_ih", "weight_hh")):
             return split_gates(W, gates)
     raise ValueError(
-        f"{name!r} has no block structure to split: splits exist for nn.MultiheadAttention.in_proj_weight "
-        "(per head Q, K, V) and LSTM / GRU weights (per gate). For separate q/k/v Linear layers use split_heads "
+        f"{name!r} has no block structure to split: splits exist for "
+        "nn.MultiheadAttention.in_proj_weight "
+        "(per head Q, K, V) and LSTM / GRU weights (per gate). For separate q/k/v Linear layers "
+        "use split_heads "
         "on their concatenation, or reshape each to (heads, d_head, d)."
     )
 
@@ -155,17 +176,29 @@ def find_matrices(model: nn.Module, layers: LayerSelector = None) -> list[Matrix
             seen.add(id(param))
             W = matrix_view(param_name, param, module)
             if W is not None:
-                found.append(MatrixRef(_layer_name(module_name, param_name), module_name, param_name, tuple(W.shape)))
+                found.append(
+                    MatrixRef(
+                        _layer_name(module_name, param_name),
+                        module_name,
+                        param_name,
+                        tuple(W.shape),
+                    )
+                )
     if not found:
         raise ValueError(
-            f"{type(model).__name__} has no weight matrices (no parameter with 2 or more dimensions outside "
+            f"{type(model).__name__} has no weight matrices (no parameter with 2 or more "
+            "dimensions outside "
             "biases and norm layers): there is nothing to track"
         )
     return _select(found, layers, model)
 
 
-def select_layers(items: list, layers, names: Callable[[Any], tuple[str, ...]],
-                  tensor: Callable[[Any], torch.Tensor]) -> list:
+def select_layers(
+    items: list,
+    layers,
+    names: Callable[[Any], tuple[str, ...]],
+    tensor: Callable[[Any], torch.Tensor],
+) -> list:
     """The ``items`` that ``layers`` selects: a glob, a non-empty list of names, or a predicate.
 
     ``names(item)`` gives the names an item answers to (its layer name and its
@@ -184,11 +217,16 @@ def select_layers(items: list, layers, names: Callable[[Any], tuple[str, ...]],
     if callable(layers):
         chosen = [i for i in items if layers(names(i)[0], tensor(i))]
         if not chosen:
-            raise ValueError(f"the layer predicate selected no weight matrix; available: {available}")
+            raise ValueError(
+                f"the layer predicate selected no weight matrix; available: {available}"
+            )
         return chosen
     wanted = list(layers)
     if not wanted or not all(isinstance(w, str) for w in wanted):
-        raise ValueError(f"layers must be None, a pattern, a non-empty list of names or a predicate, got {layers!r}")
+        raise ValueError(
+            "layers must be None, a pattern, a non-empty list of names or a predicate, got "
+            f"{layers!r}"
+        )
     for w in wanted:
         if not any(w in names(i) for i in items):
             raise ValueError(f"unknown layer {w!r}; available: {available}")
@@ -199,5 +237,9 @@ def _select(found: list[MatrixRef], layers: LayerSelector, model: nn.Module) -> 
     if layers is None:
         return found
     params = dict(model.named_parameters())
-    return select_layers(found, layers, names=lambda r: (r.name, r.module),
-                         tensor=lambda r: params[f"{r.module}.{r.param}".lstrip(".")])
+    return select_layers(
+        found,
+        layers,
+        names=lambda r: (r.name, r.module),
+        tensor=lambda r: params[f"{r.module}.{r.param}".lstrip(".")],
+    )

@@ -41,14 +41,22 @@ import ipywidgets as widgets
 from IPython.display import display
 from matplotlib.figure import Figure
 
-__all__ = ["STATIC_ENV", "InteractiveFigure", "default_value", "interactive_figure", "make_control", "static_mode"]
+__all__ = [
+    "STATIC_ENV",
+    "InteractiveFigure",
+    "default_value",
+    "interactive_figure",
+    "make_control",
+    "static_mode",
+]
 
 STATIC_ENV = "SPECTRAL_LAB_STATIC"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 def _kernel_running() -> bool:
-    """Whether this code runs in a Jupyter kernel (which can show widgets), not a script or a terminal."""
+    """Whether this code runs in a Jupyter kernel (which can show widgets), not a script or a
+    terminal."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with ipywidgets
@@ -66,7 +74,9 @@ def static_mode() -> bool:
     """
     value = os.environ.get(STATIC_ENV, "").strip().lower()
     if value not in _TRUE + _FALSE:
-        raise ValueError(f"{STATIC_ENV}={value!r} is not understood; set it to 1 (static figures) or 0")
+        raise ValueError(
+            f"{STATIC_ENV}={value!r} is not understood; set it to 1 (static figures) or 0"
+        )
     return value in _TRUE or not _kernel_running()
 
 
@@ -81,29 +91,47 @@ def _parse(name: str, spec) -> tuple[type, dict]:
         return widgets.Checkbox, dict(value=spec, description=name, style=style, indent=False)
     if isinstance(spec, tuple):
         if len(spec) not in (3, 4) or not all(_number(v) for v in spec):
-            raise ValueError(f"control {name!r}: a slider is (min, max, step) or (min, max, step, default) "
-                             f"with numbers, got {spec!r}")
+            raise ValueError(
+                f"control {name!r}: a slider is (min, max, step) or (min, max, step, default) "
+                f"with numbers, got {spec!r}"
+            )
         low, high, step = spec[:3]
         if not (low < high and step > 0):
-            raise ValueError(f"control {name!r}: a slider needs min < max and step > 0, got {spec!r}")
+            raise ValueError(
+                f"control {name!r}: a slider needs min < max and step > 0, got {spec!r}"
+            )
         default = spec[3] if len(spec) == 4 else low + round((high - low) / 2 / step) * step
         if not low <= default <= high:
-            raise ValueError(f"control {name!r}: the default {default!r} lies outside [{low}, {high}]")
+            raise ValueError(
+                f"control {name!r}: the default {default!r} lies outside [{low}, {high}]"
+            )
         slider = widgets.IntSlider if all(isinstance(v, int) for v in spec) else widgets.FloatSlider
-        return slider, dict(value=default, min=low, max=high, step=step, description=name, style=style,
-                            continuous_update=False)
+        return slider, dict(
+            value=default,
+            min=low,
+            max=high,
+            step=step,
+            description=name,
+            style=style,
+            continuous_update=False,
+        )
     if isinstance(spec, list) and spec:
         first = spec[0]
-        value = first[1] if isinstance(first, tuple) and len(first) == 2 else first  # (label, value) pairs
+        value = (
+            first[1] if isinstance(first, tuple) and len(first) == 2 else first
+        )  # (label, value) pairs
         return widgets.Dropdown, dict(options=spec, value=value, description=name, style=style)
     raise ValueError(
-        f"control {name!r}: cannot make a control from {spec!r}; use (min, max, step[, default]) for a "
-        "slider, a non-empty list of options for a dropdown, True/False for a checkbox, or an ipywidgets widget"
+        f"control {name!r}: cannot make a control from {spec!r}; use (min, max, step[, default]) "
+        "for a "
+        "slider, a non-empty list of options for a dropdown, True/False for a checkbox, or an "
+        "ipywidgets widget"
     )
 
 
 def make_control(name: str, spec) -> widgets.ValueWidget:
-    """Turn one control spec (see the module docstring) into an ipywidgets control labelled ``name``."""
+    """Turn one control spec (see the module docstring) into an ipywidgets control labelled
+    ``name``."""
     if isinstance(spec, widgets.ValueWidget):
         return spec
     widget_class, kwargs = _parse(name, spec)
@@ -118,17 +146,22 @@ def default_value(name: str, spec):
 
 
 def _png(fig: Figure) -> tuple[dict, dict]:
-    """A display bundle for ``fig``: a PNG at twice the figure's dpi, shown at its nominal size (sharp on any screen)."""
+    """A display bundle for ``fig``: a PNG at twice the figure's dpi, shown at its nominal size
+    (sharp on any screen)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=2 * fig.dpi, bbox_inches="tight")
     png = buffer.getvalue()
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # PNG header
+    width, height = (
+        int.from_bytes(png[16:20], "big"),
+        int.from_bytes(png[20:24], "big"),
+    )  # PNG header
     data = {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(fig)}
     return data, {"image/png": {"width": width // 2, "height": height // 2}}
 
 
 class InteractiveFigure:
-    """A figure driven by controls; the cell that returns it shows it (see :func:`interactive_figure`).
+    """A figure driven by controls; the cell that returns it shows it (see
+    :func:`interactive_figure`).
 
     Attributes: ``values`` (name -> current value), ``figure`` (the Figure
     drawn last) and ``static``. In live mode also ``controls`` (name ->
@@ -150,7 +183,9 @@ class InteractiveFigure:
         self.figure = self._draw()
         self.output = widgets.Output()
         self._show_in_output()
-        row = widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+        row = widgets.HBox(
+            list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")
+        )
         self.widget = widgets.VBox([row, self.output])
         for control in self.controls.values():
             control.observe(self._redraw, names="value")
@@ -158,8 +193,10 @@ class InteractiveFigure:
     def _draw(self) -> Figure:
         fig = self.plot_fn(**self.values)
         if not isinstance(fig, Figure):
-            raise TypeError(f"{getattr(self.plot_fn, '__name__', 'plot_fn')} must return a matplotlib Figure, "
-                            f"got {type(fig).__name__}")
+            raise TypeError(
+                f"{getattr(self.plot_fn, '__name__', 'plot_fn')} must return a matplotlib Figure, "
+                f"got {type(fig).__name__}"
+            )
         return fig
 
     def _show_in_output(self) -> None:
@@ -171,7 +208,9 @@ class InteractiveFigure:
         try:
             self.figure = self._draw()
         except Exception:  # shown where the reader is looking, not in the kernel log
-            self.output.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
+            self.output.outputs = (
+                {"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},
+            )
             return
         self._show_in_output()
 
@@ -187,8 +226,9 @@ class InteractiveFigure:
         return f"InteractiveFigure({'static' if self.static else 'live'}, {values})"
 
 
-def interactive_figure(plot_fn: Callable[..., Figure], /, *, static: bool | None = None,
-                       **controls) -> InteractiveFigure:
+def interactive_figure(
+    plot_fn: Callable[..., Figure], /, *, static: bool | None = None, **controls
+) -> InteractiveFigure:
     """A figure that follows its controls in Jupyter and is a plain picture everywhere else.
 
     ``plot_fn(**values)`` must return a matplotlib Figure (build it with
@@ -201,7 +241,9 @@ def interactive_figure(plot_fn: Callable[..., Figure], /, *, static: bool | None
     (live) or as the figure alone (static). A bad spec raises ``ValueError``.
     """
     if not controls:
-        raise ValueError("interactive_figure needs at least one control, e.g. exponent=(0.0, 3.0, 0.1)")
+        raise ValueError(
+            "interactive_figure needs at least one control, e.g. exponent=(0.0, 3.0, 0.1)"
+        )
     for name, spec in controls.items():
         default_value(name, spec)  # validate every spec in both modes
     return InteractiveFigure(plot_fn, controls, static_mode() if static is None else bool(static))

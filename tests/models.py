@@ -41,7 +41,9 @@ class SmallTransformer(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(20, 16)
-        self.layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, dropout=0.0, batch_first=True)
+        self.layer = nn.TransformerEncoderLayer(
+            16, 4, dim_feedforward=32, dropout=0.0, batch_first=True
+        )
         self.unembed = nn.Linear(16, 20)
 
     def forward(self, tokens):  # (batch, time)
@@ -59,8 +61,17 @@ def batch_for(model: nn.Module, n: int = 16):
     return torch.randn(n, model[0].in_features), torch.randint(0, model[-1].out_features, (n,))
 
 
-def train(model: nn.Module, tracker, steps: int = 21, lr: float = 0.05, start: int = 0, seed: int = 0, opt=None):
-    """A plain loop with the tracker attached, as a chapter writes it; batches depend on (seed, step) only."""
+def train(
+    model: nn.Module,
+    tracker,
+    steps: int = 21,
+    lr: float = 0.05,
+    start: int = 0,
+    seed: int = 0,
+    opt=None,
+):
+    """A plain loop with the tracker attached, as a chapter writes it; batches depend on (seed,
+    step) only."""
     opt = opt or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for step in range(start, steps):
         torch.manual_seed(seed + step)

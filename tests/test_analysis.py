@@ -20,10 +20,20 @@ def fake_record(ranks, norms, val_acc, weight_decay=1.0, history=None) -> RunRec
     """A record of two layers with the given NormEffRank / Frobenius norm rows, one per snapshot."""
     record = RunRecord({"a": (4, 4), "b": (4, 2)}, top_k=1, config={"weight_decay": weight_decay})
     for i, (rank, norm) in enumerate(zip(ranks, norms)):
-        layers = {name: {"norm_eff_rank": np.float32(r), "fro_norm": np.float32(n)}
-                  for name, r, n in zip(("a", "b"), rank, norm)}
-        record.append(10 * i, layers, scalars={"val_acc": val_acc[i], "val_loss": 1 - val_acc[i],
-                                               "val_loss_svd_top": 2 - val_acc[i], "val_loss_svd_bottom": 5.0})
+        layers = {
+            name: {"norm_eff_rank": np.float32(r), "fro_norm": np.float32(n)}
+            for name, r, n in zip(("a", "b"), rank, norm)
+        }
+        record.append(
+            10 * i,
+            layers,
+            scalars={
+                "val_acc": val_acc[i],
+                "val_loss": 1 - val_acc[i],
+                "val_loss_svd_top": 2 - val_acc[i],
+                "val_loss_svd_bottom": 5.0,
+            },
+        )
     if history is not None:
         record.meta["history"] = history
     return record
@@ -45,7 +55,9 @@ def test_halfway_step():
 def test_rank_helpers():
     record = fake_record(RANKS, NORMS, VAL_ACC)
     np.testing.assert_allclose(mean_norm_eff_rank(record), [0.9, 0.8, 0.4, 0.3])
-    assert rank_drop_step(record) == 20  # mean falls from 0.9 to 0.3: half way (0.6) first passed at step 20
+    assert (
+        rank_drop_step(record) == 20
+    )  # mean falls from 0.9 to 0.3: half way (0.6) first passed at step 20
     assert final_norm_eff_rank(record) == pytest.approx({"a": 0.4, "b": 0.2})
     np.testing.assert_allclose(total_weight_norm(record), [5.0, 5.0, 10.0, 1.0])  # 3-4-5 triangles
 
@@ -64,7 +76,9 @@ def test_time_to_generalize_prefers_the_finer_history():
 
 def test_sweep_summary_columns():
     records = [fake_record(RANKS, NORMS, VAL_ACC, weight_decay=wd) for wd in (0.0, 1.0)]
-    records[1] = fake_record([(r * 0.5, s * 0.5) for r, s in RANKS], NORMS, [0.0, 0.0, 0.0, 0.5], weight_decay=1.0)
+    records[1] = fake_record(
+        [(r * 0.5, s * 0.5) for r, s in RANKS], NORMS, [0.0, 0.0, 0.0, 0.5], weight_decay=1.0
+    )
     summary = sweep_summary(records)
     assert summary["weight_decay"].tolist() == [0.0, 1.0]
     assert summary["layers"].tolist() == ["a", "b"]

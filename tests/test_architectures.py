@@ -1,12 +1,21 @@
-"""spectral_lab.architectures and its four models: matrix views, splits, alignment pairs, the chapter's claims."""
+"""spectral_lab.architectures and its four models: matrix views, splits, alignment pairs, the
+chapter's claims."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from spectral_lab.architectures import (CONFIGS, ConvNetConfig, LSTMConfig, TransformerConfig, UNetConfig,
-                                        alignment_matrices, alignment_summary, pruning_losses, train_architecture)
+from spectral_lab.architectures import (
+    CONFIGS,
+    ConvNetConfig,
+    TransformerConfig,
+    UNetConfig,
+    alignment_matrices,
+    alignment_summary,
+    pruning_losses,
+    train_architecture,
+)
 from spectral_lab.data import grammar_corpus
 from spectral_lab.experiments import EXPERIMENTS
 from spectral_lab.models import DigitsCNN, RowLSTM, TinyUNet, TransformerLM
@@ -18,22 +27,38 @@ def shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     return {ref.name: ref.shape for ref in find_matrices(model)}
 
 
-# ---- matrix views: the documented shapes ------------------------------------------------------------------
+# ---- matrix views: the documented shapes
+# ------------------------------------------------------------------
 def test_convnet_views_flatten_kernels():
-    assert shapes(DigitsCNN(10, 8)) == {"conv1": (8, 9), "conv2": (8, 72), "conv3": (16, 72), "fc": (10, 64)}
+    assert shapes(DigitsCNN(10, 8)) == {
+        "conv1": (8, 9),
+        "conv2": (8, 72),
+        "conv3": (16, 72),
+        "fc": (10, 64),
+    }
 
 
 def test_lstm_views_are_whole_gate_stacks():
     assert shapes(RowLSTM(10, hidden=12)) == {
-        "lstm.weight_ih_l0": (48, 8), "lstm.weight_hh_l0": (48, 12),
-        "lstm.weight_ih_l1": (48, 12), "lstm.weight_hh_l1": (48, 12), "head": (10, 12)}
+        "lstm.weight_ih_l0": (48, 8),
+        "lstm.weight_hh_l0": (48, 12),
+        "lstm.weight_ih_l1": (48, 12),
+        "lstm.weight_hh_l1": (48, 12),
+        "head": (10, 12),
+    }
 
 
 def test_transformer_views_include_embeddings_and_packed_attention():
     got = shapes(TransformerLM(vocab=41, context=16, d_model=24, n_heads=3, n_layers=1))
-    assert got == {"embed": (24, 41), "pos_embed": (24, 16), "blocks.0.attn.in_proj_weight": (72, 24),
-                   "blocks.0.attn.out_proj": (24, 24), "blocks.0.mlp.in": (96, 24), "blocks.0.mlp.out": (24, 96),
-                   "unembed": (41, 24)}
+    assert got == {
+        "embed": (24, 41),
+        "pos_embed": (24, 16),
+        "blocks.0.attn.in_proj_weight": (72, 24),
+        "blocks.0.attn.out_proj": (24, 24),
+        "blocks.0.mlp.in": (96, 24),
+        "blocks.0.mlp.out": (24, 96),
+        "unembed": (41, 24),
+    }
     assert list(got)[-1] == "unembed"  # the layer SVD pruning leaves alone comes last
 
 
@@ -41,7 +66,10 @@ def test_unet_views_swap_the_transposed_conv():
     model = TinyUNet(channels=8, time_dim=16, groups=4)
     got = shapes(model)
     assert got["enc"] == (8, 9) and got["down"] == (16, 72) and got["mid"] == (16, 144)
-    assert got["up"] == (8, 16 * 9)  # ConvTranspose2d stores (c_in=16, c_out=8, 3, 3): (c_out, c_in * 9)
+    assert got["up"] == (
+        8,
+        16 * 9,
+    )  # ConvTranspose2d stores (c_in=16, c_out=8, 3, 3): (c_out, c_in * 9)
     assert got["dec"] == (8, 144) and list(got)[-1] == "out" and got["out"] == (1, 72)
     W = matrix_view("weight", model.up.weight, model.up)
     torch.testing.assert_close(W[3].reshape(16, 3, 3), model.up.weight[:, 3])
@@ -54,7 +82,8 @@ def test_norm_layers_hold_no_matrices():
         assert norms and not any(ref.module in norms for ref in find_matrices(model))
 
 
-# ---- splits reassemble -------------------------------------------------------------------------------------
+# ---- splits reassemble
+# -------------------------------------------------------------------------------------
 def test_attention_heads_reassemble_the_in_projection():
     model = TransformerLM(vocab=11, context=8, d_model=24, n_heads=3, n_layers=2)
     for block in model.blocks:
@@ -69,7 +98,9 @@ def test_lstm_gates_reassemble_every_weight():
     for name in ("weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1"):
         W = getattr(model.lstm, name)
         gates = matrix_view(name, W, model.lstm, split=True)
-        assert list(gates) == list("ifgo") and all(g.shape == (12, W.shape[1]) for g in gates.values())
+        assert list(gates) == list("ifgo") and all(
+            g.shape == (12, W.shape[1]) for g in gates.values()
+        )
         torch.testing.assert_close(torch.cat(list(gates.values())), W)
 
 
@@ -81,12 +112,18 @@ def test_centre_tap_is_the_middle_of_the_kernel():
         centre_tap(torch.zeros(3, 3))
 
 
-# ---- alignment pairs ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", [DigitsCNN(10, 8), RowLSTM(10, 12), TransformerLM(11, 8, 24, 3, 2),
-                                   TinyUNet(8, 16, 4)], ids=["convnet", "lstm", "transformer", "unet"])
+# ---- alignment pairs
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "model",
+    [DigitsCNN(10, 8), RowLSTM(10, 12), TransformerLM(11, 8, 24, 3, 2), TinyUNet(8, 16, 4)],
+    ids=["convnet", "lstm", "transformer", "unet"],
+)
 def test_alignment_pairs_share_a_space(model):
     for name, (W_prev, W_next) in model.alignment_pairs().items():
-        assert W_next.shape[-1] == W_prev.shape[-2], name  # the output space of one is the input of the next
+        assert W_next.shape[-1] == W_prev.shape[-2], (
+            name
+        )  # the output space of one is the input of the next
     matrices = alignment_matrices(model, k=4)
     for name, A in matrices.items():
         assert A.shape[-1] == A.shape[-2] <= 4 and np.all((A >= 0) & (A <= 1 + 1e-9)), name
@@ -116,7 +153,8 @@ def test_a_model_aligned_by_construction_reads_one():
     np.testing.assert_allclose(np.diag(A), 1.0, atol=1e-6)
 
 
-# ---- data, models, configs --------------------------------------------------------------------------------
+# ---- data, models, configs
+# --------------------------------------------------------------------------------
 def test_grammar_corpus_is_seeded_and_split():
     a, b, c = grammar_corpus(300, seed=1), grammar_corpus(300, seed=1), grammar_corpus(300, seed=2)
     assert torch.equal(a.train, b.train) and not torch.equal(a.train, c.train)
@@ -134,12 +172,19 @@ def test_transformer_is_causal():
     x = torch.randint(11, (2, 8))
     y = x.clone()
     y[:, 5:] = (y[:, 5:] + 1) % 11
-    torch.testing.assert_close(model(x)[:, :5], model(y)[:, :5])  # earlier positions never see later tokens
+    torch.testing.assert_close(
+        model(x)[:, :5], model(y)[:, :5]
+    )  # earlier positions never see later tokens
     assert model(x).shape == (2, 8, 11)
 
 
 def test_unet_and_lstm_outputs():
-    assert TinyUNet(8, 16, 4)(torch.randn(3, 1, 8, 8), torch.tensor([0, 5, 99])).shape == (3, 1, 8, 8)
+    assert TinyUNet(8, 16, 4)(torch.randn(3, 1, 8, 8), torch.tensor([0, 5, 99])).shape == (
+        3,
+        1,
+        8,
+        8,
+    )
     assert RowLSTM(10, 12)(torch.randn(3, 1, 8, 8)).shape == (3, 10)
     with pytest.raises(ValueError, match="8, 8"):
         DigitsCNN()(torch.randn(2, 64))
@@ -165,7 +210,9 @@ def test_unet_heldout_loss_is_fixed_and_pure_noise_costs_one():
     assert config.heldout_loss(model, data) == config.heldout_loss(model, data)
     zero = TinyUNet(8)
     nn.init.zeros_(zero.out.weight), nn.init.zeros_(zero.out.bias)
-    assert config.heldout_loss(zero, data) == pytest.approx(1.0, abs=0.03)  # predicting 0: E[noise^2] = 1
+    assert config.heldout_loss(zero, data) == pytest.approx(
+        1.0, abs=0.03
+    )  # predicting 0: E[noise^2] = 1
 
 
 def test_pruning_reestimates_batchnorm_and_leaves_the_model_alone():
@@ -174,19 +221,28 @@ def test_pruning_reestimates_batchnorm_and_leaves_the_model_alone():
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     losses = pruning_losses(config, run.model, run.data)
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
-    pruned = svd_prune(run.model, "top")  # without re-estimation the running statistics are those of W
+    pruned = svd_prune(
+        run.model, "top"
+    )  # without re-estimation the running statistics are those of W
     stale = config.heldout_loss(pruned, run.data)
     assert losses["top"] <= stale + 1e-6
 
 
-# ---- the chapter's claims, at a reduced scale (a few seconds each) -------------------------------------------
-REDUCED = {"convnet": dict(steps=300), "lstm": dict(steps=300), "transformer": dict(steps=250),
-           "unet": dict(steps=250)}
+# ---- the chapter's claims, at a reduced scale (a few seconds each)
+# -------------------------------------------
+REDUCED = {
+    "convnet": dict(steps=300),
+    "lstm": dict(steps=300),
+    "transformer": dict(steps=250),
+    "unet": dict(steps=250),
+}
 
 
 def check_claims(run) -> None:
     rank = run.mean_rank
-    assert rank[-1] < rank[0] - 0.01, f"{run.config.kind}: mean NormEffRank {rank[0]:.3f} -> {rank[-1]:.3f}"
+    assert rank[-1] < rank[0] - 0.01, (
+        f"{run.config.kind}: mean NormEffRank {rank[0]:.3f} -> {rank[-1]:.3f}"
+    )
     full, top, bottom = run.pruning["full"], run.pruning["top"], run.pruning["bottom"]
     assert top - full < 0.5 * (bottom - full), f"{run.config.kind}: {run.pruning}"
     assert run.history["test_loss"][-1] < 0.5 * run.history["test_loss"][0]  # it learned something
@@ -212,9 +268,31 @@ def test_command_line_writes_a_record_with_pruning_losses(tmp_path, capsys):
     from spectral_lab.record import RunRecord
 
     out = tmp_path / "lstm.npz"
-    status = cli.main(["run", "arch_lstm", "--preset", "quick", "--device", "cpu", "--out", str(out),
-                       "--set", "steps=20", "--set", "eval_every=10", "--set", "track_every=10", "--set", "width=8"])
+    status = cli.main(
+        [
+            "run",
+            "arch_lstm",
+            "--preset",
+            "quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--set",
+            "steps=20",
+            "--set",
+            "eval_every=10",
+            "--set",
+            "track_every=10",
+            "--set",
+            "width=8",
+        ]
+    )
     assert status == 0
     record = RunRecord.load(out)
-    assert record.steps.tolist() == [0, 10, 20] and set(record.meta["pruning"]) == {"full", "top", "bottom"}
+    assert record.steps.tolist() == [0, 10, 20] and set(record.meta["pruning"]) == {
+        "full",
+        "top",
+        "bottom",
+    }
     assert record.meta["model"] == "lstm" and record.config["width"] == 8

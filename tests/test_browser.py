@@ -1,4 +1,5 @@
-"""The built book as a reader's browser shows it: headless Chromium on every page of the table of contents.
+"""The built book as a reader's browser shows it: headless Chromium on every page of the table of
+contents.
 
 Runs after the book build (``make test`` does both; marked ``browser`` and
 deselected in the plain pytest run). Needs Debian's ``chromium`` and
@@ -45,6 +46,7 @@ def is_notebook(page: str) -> bool:
 def site():
     if not (HTML / "index.html").exists():
         pytest.fail(f"no built book at {HTML}; build it first with `make book`")
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -60,20 +62,35 @@ def site():
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -e .[test] installs selenium")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="pip install -e .[test] installs selenium"
+    )
     from selenium.webdriver.chrome.service import Service
 
     for path in (CHROMIUM, CHROMEDRIVER):
         if not Path(path).exists():
-            pytest.fail(f"{path} not found: install Debian's chromium and chromium-driver "
-                        "(apt-get install chromium chromium-driver; `make test` does this)")
+            pytest.fail(
+                f"{path} not found: install Debian's chromium and chromium-driver "
+                "(apt-get install chromium chromium-driver; `make test` does this)"
+            )
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    # no GPU, no sandbox (CI runs as root), and none of the background connections a closed network refuses
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}"):
+    # no GPU, no sandbox (CI runs as root), and none of the background connections a closed network
+    # refuses
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
@@ -84,17 +101,23 @@ def browser():
 def test_every_page_of_the_toc_is_checked():
     pages = toc_pages()
     assert {"book/intro", "book/toolkit", "book/grokking"} <= set(pages)
-    assert all((HTML / f"{page}.html").exists() for page in pages), "a page of _toc.yml was not built"
+    assert all((HTML / f"{page}.html").exists() for page in pages), (
+        "a page of _toc.yml was not built"
+    )
 
 
 @pytest.mark.parametrize("page", toc_pages())
 def test_page_renders_with_title_figures_and_no_errors(site, browser, page):
     browser.get(f"{site}/{page}.html")
-    title = browser.execute_script("return document.querySelector('main h1, article h1')?.innerText || ''")
+    title = browser.execute_script(
+        "return document.querySelector('main h1, article h1')?.innerText || ''"
+    )
     assert title.strip(), f"{page}: no title"
     # every image has loaded and has pixels (a figure whose file is missing has naturalWidth 0)
     images = browser.execute_script(
-        "return [...document.querySelectorAll('main img')].map(i => [i.src, i.complete, i.naturalWidth])")
+        "return [...document.querySelectorAll('main img')].map(i => [i.src, i.complete, "
+        "i.naturalWidth])"
+    )
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert not broken, f"{page}: images that did not load: {broken}"
     if is_notebook(page):
@@ -102,10 +125,15 @@ def test_page_renders_with_title_figures_and_no_errors(site, browser, page):
         assert figures, f"{page}: a chapter without a single figure"
     errors = browser.execute_script(
         "return [...document.querySelectorAll('.output.traceback, .output.error, .output.stderr')]"
-        ".map(e => e.innerText.slice(0, 300))")
+        ".map(e => e.innerText.slice(0, 300))"
+    )
     assert not errors, f"{page}: error output cells: {errors}"
     text = browser.execute_script("return document.body.innerText")
-    for broken_widget in ("Loading widget", "Error displaying widget", "Traceback (most recent call last)"):
+    for broken_widget in (
+        "Loading widget",
+        "Error displaying widget",
+        "Traceback (most recent call last)",
+    ):
         assert broken_widget not in text, f"{page}: shows {broken_widget!r}"
     # a full-page screenshot for the CI artifacts: size the window to the page first
     height = browser.execute_script("return Math.min(document.body.scrollHeight, 20000)")

@@ -22,12 +22,21 @@ from spectral_lab.models import MLP
 from spectral_lab.supervised import ClassifierConfig, evaluate_classifier
 
 
-def toy_data(n_train: int = 96, n_test: int = 48, features: int = 6, classes: int = 3) -> ClassificationData:
+def toy_data(
+    n_train: int = 96, n_test: int = 48, features: int = 6, classes: int = 3
+) -> ClassificationData:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n_train + n_test, features, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()  # 3 classes from two thresholds
-    return ClassificationData("toy", classes, x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                              torch.zeros(n_train, dtype=torch.bool))
+    return ClassificationData(
+        "toy",
+        classes,
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
+        torch.zeros(n_train, dtype=torch.bool),
+    )
 
 
 def two_mlps(sizes=(6, 16, 16, 3)):
@@ -45,10 +54,15 @@ def test_endpoints_are_the_states_and_the_midpoint_is_the_mean():
     for name in sa:
         assert torch.equal(interpolate_states(sa, sb, 0.0)[name], sa[name])
         assert torch.equal(interpolate_states(sa, sb, 1)[name], sb[name])
-        torch.testing.assert_close(interpolate_states(sa, sb, 0.5)[name], (sa[name] + sb[name]) / 2,
-                                   rtol=0, atol=1e-7)
-        torch.testing.assert_close(interpolate_states(sa, sb, 0.3)[name], 0.7 * sa[name] + 0.3 * sb[name],
-                                   rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            interpolate_states(sa, sb, 0.5)[name], (sa[name] + sb[name]) / 2, rtol=0, atol=1e-7
+        )
+        torch.testing.assert_close(
+            interpolate_states(sa, sb, 0.3)[name],
+            0.7 * sa[name] + 0.3 * sb[name],
+            rtol=1e-6,
+            atol=1e-7,
+        )
 
 
 def test_integer_buffers_come_from_the_first_state():
@@ -57,7 +71,9 @@ def test_integer_buffers_come_from_the_first_state():
     net_b.num_batches_tracked.fill_(8)
     net_b.running_mean.fill_(2.0)
     mixed = interpolate_states(net_a.state_dict(), net_b.state_dict(), 0.5)
-    assert mixed["num_batches_tracked"].dtype == torch.int64 and int(mixed["num_batches_tracked"]) == 3
+    assert (
+        mixed["num_batches_tracked"].dtype == torch.int64 and int(mixed["num_batches_tracked"]) == 3
+    )
     torch.testing.assert_close(mixed["running_mean"], torch.ones(4))
 
 
@@ -78,7 +94,15 @@ def test_interpolation_rejects_bad_input():
 def test_alphas():
     np.testing.assert_allclose(as_alphas(11), np.arange(11) / 10)
     np.testing.assert_array_equal(as_alphas([0, 0.25, 1]), [0, 0.25, 1])
-    for bad in (2, [0, 1], [0, 0.5, 1.2], [0, 0.6, 0.5, 1], [0.1, 0.5, 1], [0, 0.5, 0.9], [0, np.nan, 1]):
+    for bad in (
+        2,
+        [0, 1],
+        [0, 0.5, 1.2],
+        [0, 0.6, 0.5, 1],
+        [0.1, 0.5, 1],
+        [0, 0.5, 0.9],
+        [0, np.nan, 1],
+    ):
         with pytest.raises(ValueError):
             as_alphas(bad)
 
@@ -87,7 +111,9 @@ def test_alphas():
 def test_loss_barrier_closed_forms():
     alphas = as_alphas(11)
     line = 2.0 * (1 - alphas) + 0.5 * alphas
-    assert loss_barrier(line, alphas) == pytest.approx(0.0, abs=1e-12)  # a straight path has no barrier
+    assert loss_barrier(line, alphas) == pytest.approx(
+        0.0, abs=1e-12
+    )  # a straight path has no barrier
     bump = line + 0.8 * 4 * alphas * (1 - alphas)  # height 0.8 above the line, at alpha 0.5
     assert loss_barrier(bump, alphas) == pytest.approx(0.8, abs=1e-12)
     assert loss_barrier(bump) == pytest.approx(0.8, abs=1e-12)  # default: evenly spaced alphas
@@ -132,7 +158,9 @@ def test_interpolation_curve_reestimates_batchnorm_statistics():
     data = toy_data()
     clean = interpolation_curve(net, state, state, data, alphas=3)
     dirty = interpolation_curve(net, junk, junk, data, alphas=3)
-    np.testing.assert_allclose(dirty.train_loss, clean.train_loss, rtol=1e-5)  # the statistics do not matter
+    np.testing.assert_allclose(
+        dirty.train_loss, clean.train_loss, rtol=1e-5
+    )  # the statistics do not matter
 
 
 # ---- SVA and perturbation ------------------------------------------------------------------------
@@ -163,20 +191,29 @@ def test_perturbation_keeps_norms_and_follows_the_formula():
     for name in ("fc1", "fc2"):  # every matrix but the last, in registration order
         W = before[f"{name}.weight"].double()
         W_new = getattr(out, name).weight.detach().double()
-        assert torch.linalg.norm(W_new) == pytest.approx(float(torch.linalg.norm(W)), rel=1e-6)  # norm identity
+        assert torch.linalg.norm(W_new) == pytest.approx(
+            float(torch.linalg.norm(W)), rel=1e-6
+        )  # norm identity
         eps = torch.randn(W.shape, generator=generator, dtype=torch.float64)
         moved = W + eta * torch.linalg.norm(W) * eps / torch.linalg.norm(eps)
-        torch.testing.assert_close(W_new, torch.linalg.norm(W) * moved / torch.linalg.norm(moved),
-                                   rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(getattr(out, name).bias, getattr(model, name).bias, rtol=0, atol=0)
-    torch.testing.assert_close(out.fc3.weight, model.fc3.weight, rtol=0, atol=0)  # the output layer is spared
+        torch.testing.assert_close(
+            W_new, torch.linalg.norm(W) * moved / torch.linalg.norm(moved), rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(
+            getattr(out, name).bias, getattr(model, name).bias, rtol=0, atol=0
+        )
+    torch.testing.assert_close(
+        out.fc3.weight, model.fc3.weight, rtol=0, atol=0
+    )  # the output layer is spared
 
 
 @torch.no_grad()
 def test_perturbation_seeds_and_zero():
     torch.manual_seed(0)
     model = MLP((6, 16, 16, 3))
-    torch.testing.assert_close(perturb(model, 0.0, 1).fc1.weight, model.fc1.weight, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        perturb(model, 0.0, 1).fc1.weight, model.fc1.weight, rtol=1e-6, atol=1e-7
+    )
     assert torch.equal(perturb(model, 1.0, 3).fc2.weight, perturb(model, 1.0, 3).fc2.weight)
     assert not torch.allclose(perturb(model, 1.0, 3).fc2.weight, perturb(model, 1.0, 4).fc2.weight)
     # for a large matrix the noise is almost orthogonal to W: cos(W, W') ~ 1 / sqrt(1 + eta^2)
@@ -195,10 +232,19 @@ def test_config_presets_and_validation():
     assert set(ConnectivityConfig.presets()) == {"quick", "full"}
     assert quick.perturbed_split == quick.split_steps[-1] and full.model == "cnn"
     recipe = quick.training_config()
-    assert type(recipe) is ClassifierConfig and recipe.epochs == quick.epochs and recipe.lr == quick.lr
-    for bad in (dict(branch_seeds=(1,)), dict(branch_seeds=(1, 1)), dict(split_steps=(125, 31)),
-                dict(etas=(0.0,)), dict(perturb_step=7), dict(trunk_seeds=(0,), other_seeds=(0,)),
-                dict(alphas=2), dict(label_noise=0.5)):
+    assert (
+        type(recipe) is ClassifierConfig and recipe.epochs == quick.epochs and recipe.lr == quick.lr
+    )
+    for bad in (
+        dict(branch_seeds=(1,)),
+        dict(branch_seeds=(1, 1)),
+        dict(split_steps=(125, 31)),
+        dict(etas=(0.0,)),
+        dict(perturb_step=7),
+        dict(trunk_seeds=(0,), other_seeds=(0,)),
+        dict(alphas=2),
+        dict(label_noise=0.5),
+    ):
         with pytest.raises(ValueError):
             ConnectivityConfig(**bad)
 
@@ -206,10 +252,18 @@ def test_config_presets_and_validation():
 # ---- the claims at a reduced scale ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_run():
-    """MNIST-1D, MLP 40-128-128-10, 8 epochs (1,000 steps): split at 0 and 200, eta 4, one other init (~5 s)."""
+    """MNIST-1D, MLP 40-128-128-10, 8 epochs (1,000 steps): split at 0 and 200, eta 4, one other
+    init (~5 s)."""
     torch.set_num_threads(1)
-    config = ConnectivityConfig(preset="test", epochs=8, hidden=(128, 128), split_steps=(0, 200),
-                                other_seeds=(1,), etas=(4.0,), device="cpu")
+    config = ConnectivityConfig(
+        preset="test",
+        epochs=8,
+        hidden=(128, 128),
+        split_steps=(0, 200),
+        other_seeds=(1,),
+        etas=(4.0,),
+        device="cpu",
+    )
     return run_connectivity(config, progress=False)
 
 
@@ -245,14 +299,22 @@ def test_top_half_pruning_loses_far_less_than_bottom_half(small_run):
         assert losses["bottom"]["test_acc"] < 0.2  # about chance (0.1)
 
 
-# ---- the grid as jobs: any engine, resumable -------------------------------------------------------
+# ---- the grid as jobs: any engine, resumable
+# -------------------------------------------------------
 def test_the_grid_splits_into_independent_jobs():
     from spectral_lab.connectivity import connectivity_jobs
 
     config = ConnectivityConfig(trunk_seeds=(0, 5), split_steps=(0, 31, 125), other_seeds=(1,))
     jobs = connectivity_jobs(config)
     assert [(j.trunk_seed, j.split_step, j.other_seed) for j in jobs] == [
-        (0, 0, None), (0, 31, None), (0, 125, None), (5, 0, None), (5, 31, None), (5, 125, None), (None, None, 1)]
+        (0, 0, None),
+        (0, 31, None),
+        (0, 125, None),
+        (5, 0, None),
+        (5, 31, None),
+        (5, 125, None),
+        (None, None, 1),
+    ]
     assert len(connectivity_jobs(config, parts=("split",))) == 6
     with pytest.raises(ValueError, match="must include 'split'"):
         connectivity_jobs(config, parts=("cross",))
@@ -260,15 +322,25 @@ def test_the_grid_splits_into_independent_jobs():
 
 def test_local_engine_and_resume_give_the_serial_result(small_run, tmp_path):
     """Two Dask workers, then the store read back: the same barriers and SVA as the serial run."""
-    pytest.importorskip("distributed", reason='the local engine needs the [dask] extra: pip install "spectral-lab[dask]"')
+    pytest.importorskip(
+        "distributed",
+        reason='the local engine needs the [dask] extra: pip install "spectral-lab[dask]"',
+    )
     config = ConnectivityConfig.from_dict(small_run.config)
 
     def table(result):
-        return {kind: [(p.label, p.loss_barrier, p.error_barrier, [p.sva_score(n) for n in result.layers])
-                       for p in result.select(kind)] for kind in ("split", "cross", "perturbed")}
+        return {
+            kind: [
+                (p.label, p.loss_barrier, p.error_barrier, [p.sva_score(n) for n in result.layers])
+                for p in result.select(kind)
+            ]
+            for kind in ("split", "cross", "perturbed")
+        }
 
     local = run_connectivity(config, progress=False, engine="local", workers=2, out_dir=tmp_path)
     assert table(local) == table(small_run) and local.pruning == small_run.pruning
     assert len(list(tmp_path.glob("*.pkl"))) == 3  # trunk 0 at splits 0 and 200, the other init
-    again = run_connectivity(config, progress=False, engine="local", workers=2, out_dir=tmp_path)  # all stored
+    again = run_connectivity(
+        config, progress=False, engine="local", workers=2, out_dir=tmp_path
+    )  # all stored
     assert table(again) == table(small_run)

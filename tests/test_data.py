@@ -51,15 +51,18 @@ def test_to_and_repr():
     assert "p=5" in repr(data) and "train=15 pairs" in repr(data)
 
 
-@pytest.mark.parametrize("p, fraction, seed, message", [
-    (1, 0.5, 0, "p must be an integer >= 2"),
-    (7.0, 0.5, 0, "p must be an integer"),
-    (7, 0.0, 0, "strictly between 0 and 1"),
-    (7, 1.0, 0, "strictly between 0 and 1"),
-    (7, "half", 0, "must be a number"),
-    (7, 0.01, 0, "at least one pair"),
-    (7, 0.5, -1, "seed must be a non-negative integer"),
-])
+@pytest.mark.parametrize(
+    "p, fraction, seed, message",
+    [
+        (1, 0.5, 0, "p must be an integer >= 2"),
+        (7.0, 0.5, 0, "p must be an integer"),
+        (7, 0.0, 0, "strictly between 0 and 1"),
+        (7, 1.0, 0, "strictly between 0 and 1"),
+        (7, "half", 0, "must be a number"),
+        (7, 0.01, 0, "at least one pair"),
+        (7, 0.5, -1, "seed must be a non-negative integer"),
+    ],
+)
 def test_bad_arguments(p, fraction, seed, message):
     with pytest.raises(ValueError, match=message):
         modular_addition(p, fraction, seed)
@@ -71,7 +74,12 @@ from spectral_lab.data import ClassificationData, digits, mnist1d  # noqa: E402
 
 def test_mnist1d_is_the_published_split_and_deterministic():
     data = mnist1d()
-    assert (len(data.train_y), len(data.test_y), data.input_shape, data.n_classes) == (4000, 1000, (40,), 10)
+    assert (len(data.train_y), len(data.test_y), data.input_shape, data.n_classes) == (
+        4000,
+        1000,
+        (40,),
+        10,
+    )
     assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
     assert sorted(data.train_y.unique().tolist()) == list(range(10))
     assert torch.equal(mnist1d().train_x, data.train_x)
@@ -104,7 +112,9 @@ def test_randomize_labels_permutes_a_seeded_fraction():
     untouched = ~noisy.randomized
     assert torch.equal(noisy.train_y[untouched], data.train_y[untouched])
     # a permutation among the chosen examples: every class keeps its count
-    assert torch.equal(torch.bincount(noisy.train_y, minlength=10), torch.bincount(data.train_y, minlength=10))
+    assert torch.equal(
+        torch.bincount(noisy.train_y, minlength=10), torch.bincount(data.train_y, minlength=10)
+    )
     changed = (noisy.train_y != data.train_y).float().mean()
     assert 0.35 < float(changed) <= 0.5  # about 1/10 of the chosen keep their label by chance
     assert torch.equal(noisy.test_y, data.test_y)  # the test set keeps its true labels
@@ -118,7 +128,9 @@ def test_randomize_labels_rejects_bad_fractions(fraction):
         digits().randomize_labels(fraction)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"test_fraction": 1.0}, "test_fraction"), ({"seed": -1}, "seed")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"test_fraction": 1.0}, "test_fraction"), ({"seed": -1}, "seed")]
+)
 def test_digits_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         digits(**kwargs)

@@ -11,8 +11,9 @@ from spectral_lab.distributed import SweepError, config_key, result_path, sweep,
 from spectral_lab.experiments import GrokkingConfig
 from spectral_lab.record import RunRecord
 
-TINY = GrokkingConfig.quick().with_overrides(p=7, d_model=8, n_heads=2, d_mlp=16, steps=20, eval_every=5,
-                                             track_every=10, device="cpu")
+TINY = GrokkingConfig.quick().with_overrides(
+    p=7, d_model=8, n_heads=2, d_mlp=16, steps=20, eval_every=5, track_every=10, device="cpu"
+)
 
 
 def tiny(seed: int) -> GrokkingConfig:
@@ -67,7 +68,9 @@ def test_serial_returns_records_in_config_order():
 def test_local_engine_on_two_workers_matches_serial_and_reports_failures(tmp_path):
     import socket
 
-    busy = socket.socket()  # another cluster's HTTP server on Dask's default port must not disturb ours
+    busy = (
+        socket.socket()
+    )  # another cluster's HTTP server on Dask's default port must not disturb ours
     try:
         busy.bind(("127.0.0.1", 8787))
         busy.listen()
@@ -79,7 +82,9 @@ def test_local_engine_on_two_workers_matches_serial_and_reports_failures(tmp_pat
         sweep(configs, engine="serial", progress=False)
     with pytest.raises(SweepError) as local:
         sweep(configs, engine="local", workers=2, out_dir=tmp_path, progress=False)
-    assert os.environ.get("OMP_NUM_THREADS") == before  # the LocalCluster's nanny wrote it; restored
+    assert (
+        os.environ.get("OMP_NUM_THREADS") == before
+    )  # the LocalCluster's nanny wrote it; restored
     for error in (serial.value, local.value):
         assert [f.index for f in error.failures] == [1]
         assert error.failures[0].config is configs[1]
@@ -88,8 +93,9 @@ def test_local_engine_on_two_workers_matches_serial_and_reports_failures(tmp_pat
     for a, b in zip(serial.value.results, local.value.results):
         if a is not None:
             assert_same(a, b)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(result_path(tmp_path, c).name
-                                                                for c in (configs[0], configs[2]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        result_path(tmp_path, c).name for c in (configs[0], configs[2])
+    )
     busy.close()
 
 
@@ -127,7 +133,9 @@ def test_resume_after_an_interrupted_sweep(tmp_path, monkeypatch):
 
 
 def test_missing_dask_gives_the_install_hint(monkeypatch):
-    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
+    monkeypatch.setitem(
+        sys.modules, "distributed", None
+    )  # `import distributed` now raises ImportError
     for engine, address in (("local", None), ("dask", "tcp://127.0.0.1:8786")):
         with pytest.raises(ImportError, match=r'pip install "spectral-lab\[dask\]"'):
             sweep([tiny(0)], engine=engine, address=address, progress=False)
@@ -154,8 +162,11 @@ def visible_gpu(config) -> str | None:
 
 
 def test_local_engine_gives_each_worker_its_own_gpu():
-    """gpus=2: two workers, each told CUDA_VISIBLE_DEVICES=0 or 1 before its first run (checked on CPU)."""
-    seen = sweep([tiny(seed) for seed in range(6)], visible_gpu, engine="local", gpus=2, progress=False)
+    """gpus=2: two workers, each told CUDA_VISIBLE_DEVICES=0 or 1 before its first run (checked on
+    CPU)."""
+    seen = sweep(
+        [tiny(seed) for seed in range(6)], visible_gpu, engine="local", gpus=2, progress=False
+    )
     assert set(seen) <= {"0", "1"} and len(seen) == 6
     with pytest.raises(ValueError, match="one worker per GPU"):
         sweep([tiny(0)], visible_gpu, engine="local", gpus=2, workers=3)
@@ -166,15 +177,24 @@ def test_local_engine_gives_each_worker_its_own_gpu():
 def summary(config) -> dict:
     """A result that is not a RunRecord: stored pickled."""
     CALLS.append(config.seed)
-    return {"seed": config.seed, "final_loss": float(train_record(config).scalars["train_loss"][-1])}
+    return {
+        "seed": config.seed,
+        "final_loss": float(train_record(config).scalars["train_loss"][-1]),
+    }
 
 
 def test_other_results_are_pickled_and_labels_name_the_files(tmp_path):
     configs = [tiny(0), tiny(1)]
     CALLS.clear()
-    first = sweep(configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"seed_{c.seed}-{config_key(c)}.pkl" for c in configs]
-    again = sweep(configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}")
+    first = sweep(
+        configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"seed_{c.seed}-{config_key(c)}.pkl" for c in configs
+    ]
+    again = sweep(
+        configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}"
+    )
     assert first == again and CALLS == [0, 1]
 
 
@@ -216,7 +236,9 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
 
 
 def test_ray_engine_matches_serial():
-    pytest.importorskip("ray", reason='the ray engine needs the [ray] extra: pip install "spectral-lab[ray]"')
+    pytest.importorskip(
+        "ray", reason='the ray engine needs the [ray] extra: pip install "spectral-lab[ray]"'
+    )
     configs = [tiny(0), broken(), tiny(1)]
     with pytest.raises(SweepError) as serial:
         sweep(configs, progress=False)
@@ -229,10 +251,18 @@ def test_ray_engine_matches_serial():
 
 
 def test_dask_engine_takes_a_cluster_object_and_leaves_it_running():
-    """What dask_jobqueue.SLURMCluster users do: pass the Cluster; the sweep closes only its client."""
-    distributed_ = pytest.importorskip("distributed", reason='needs the [dask] extra: pip install "spectral-lab[dask]"')
-    with distributed_.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   scheduler_kwargs=distributed.LOCAL_SCHEDULER) as cluster:
+    """What dask_jobqueue.SLURMCluster users do: pass the Cluster; the sweep closes only its
+    client."""
+    distributed_ = pytest.importorskip(
+        "distributed", reason='needs the [dask] extra: pip install "spectral-lab[dask]"'
+    )
+    with distributed_.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        scheduler_kwargs=distributed.LOCAL_SCHEDULER,
+    ) as cluster:
         records = sweep([tiny(0), tiny(1)], engine="dask", address=cluster, progress=False)
         assert [r.config["seed"] for r in records] == [0, 1]
         assert_same(records[0], train_record(tiny(0)))
@@ -240,10 +270,15 @@ def test_dask_engine_takes_a_cluster_object_and_leaves_it_running():
 
 
 def cuda_run(config) -> tuple[str, str, int]:
-    """Where a run trained: the worker's CUDA_VISIBLE_DEVICES, the record's device, and the GPUs it could see."""
+    """Where a run trained: the worker's CUDA_VISIBLE_DEVICES, the record's device, and the GPUs it
+    could see."""
     import torch
 
-    return os.environ.get("CUDA_VISIBLE_DEVICES"), train_record(config).meta["device"], torch.cuda.device_count()
+    return (
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+        train_record(config).meta["device"],
+        torch.cuda.device_count(),
+    )
 
 
 @pytest.mark.gpu
@@ -253,7 +288,14 @@ def test_local_engine_puts_one_worker_on_each_gpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     n = torch.cuda.device_count()
-    seen = sweep([tiny(seed).with_overrides(device="cuda") for seed in range(2 * n)], cuda_run, engine="local",
-                 gpus=n, progress=False)
+    seen = sweep(
+        [tiny(seed).with_overrides(device="cuda") for seed in range(2 * n)],
+        cuda_run,
+        engine="local",
+        gpus=n,
+        progress=False,
+    )
     assert {visible for visible, _, _ in seen} == {str(i) for i in range(n)}  # every GPU got work
-    assert all(device.startswith("cuda") and count == 1 for _, device, count in seen)  # each worker saw one GPU
+    assert all(
+        device.startswith("cuda") and count == 1 for _, device, count in seen
+    )  # each worker saw one GPU

@@ -16,8 +16,20 @@ from spectral_lab.models import ModularMLP, ModularTransformer
 
 def test_full_is_the_paper():
     config = GrokkingConfig.full()
-    assert (config.p, config.train_fraction, config.d_model, config.n_heads, config.d_mlp) == (113, 0.3, 128, 4, 512)
-    assert (config.lr, config.beta1, config.beta2, config.weight_decay, config.steps) == (1e-3, 0.9, 0.98, 1.0, 40_000)
+    assert (config.p, config.train_fraction, config.d_model, config.n_heads, config.d_mlp) == (
+        113,
+        0.3,
+        128,
+        4,
+        512,
+    )
+    assert (config.lr, config.beta1, config.beta2, config.weight_decay, config.steps) == (
+        1e-3,
+        0.9,
+        0.98,
+        1.0,
+        40_000,
+    )
     assert config.model == "transformer" and config.scale == "full"
     assert GrokkingConfig() == GrokkingConfig.full().with_overrides(preset="custom")
 
@@ -26,7 +38,14 @@ def test_the_papers_other_rows():
     assert GrokkingConfig.full_no_wd().weight_decay == 0.0
     more = GrokkingConfig.full_more_data()
     assert (more.train_fraction, more.weight_decay) == (0.9, 0.0)
-    assert set(GrokkingConfig.presets()) == {"quick", "quick_no_wd", "quick_more_data", "full", "full_no_wd", "full_more_data"}
+    assert set(GrokkingConfig.presets()) == {
+        "quick",
+        "quick_no_wd",
+        "quick_more_data",
+        "full",
+        "full_no_wd",
+        "full_more_data",
+    }
     for name, make in GrokkingConfig.presets().items():
         assert make().preset == name
 
@@ -56,7 +75,9 @@ def test_make_model_and_data():
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(ValueError, match="unknown preset 'fast'.*quick, quick_no_wd, quick_more_data, full"):
+    with pytest.raises(
+        ValueError, match="unknown preset 'fast'.*quick, quick_no_wd, quick_more_data, full"
+    ):
         GrokkingConfig.from_preset("fast")
 
 
@@ -68,19 +89,22 @@ def test_overrides_are_parsed_and_checked():
         config.with_overrides(learning_rate=1.0)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"steps": 1.5}, "steps must be an integer"),
-    ({"lr": "fast"}, "lr must be a number"),
-    ({"lr": 0.0}, "lr must be positive"),
-    ({"model": "cnn"}, "model must be one of transformer, mlp"),
-    ({"train_fraction": 1.0}, "strictly between 0 and 1"),
-    ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
-    ({"n_heads": 3}, "must divide d_model"),
-    ({"beta2": 1.0}, r"beta2 must lie in \[0, 1\)"),
-    ({"eval_every": 10, "track_every": 25}, "multiple of eval_every"),
-    ({"top_k": 0}, "top_k must be a positive integer"),
-    ({"device": ""}, "device must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"steps": 1.5}, "steps must be an integer"),
+        ({"lr": "fast"}, "lr must be a number"),
+        ({"lr": 0.0}, "lr must be positive"),
+        ({"model": "cnn"}, "model must be one of transformer, mlp"),
+        ({"train_fraction": 1.0}, "strictly between 0 and 1"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"n_heads": 3}, "must divide d_model"),
+        ({"beta2": 1.0}, r"beta2 must lie in \[0, 1\)"),
+        ({"eval_every": 10, "track_every": 25}, "multiple of eval_every"),
+        ({"top_k": 0}, "top_k must be a positive integer"),
+        ({"device": ""}, "device must be a non-empty string"),
+    ],
+)
 def test_bad_values_raise_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         GrokkingConfig.quick().with_overrides(**overrides)
@@ -119,13 +143,21 @@ def test_weight_decay_sweep_gives_one_grokking_config_per_weight_decay():
     configs = sweep.configs()
     assert [c.weight_decay for c in configs] == list(sweep.weight_decays)
     assert [c.preset for c in configs][-2:] == ["quick/wd=1", "quick/wd=3"]
-    assert {c.scale for c in configs} == {"quick"} and GrokkingConfig(preset="mine").scale == "custom"
-    # the wd 1 and wd 0 runs of the quick sweep are the quick grokking runs, shorter and observed less often
+    assert {c.scale for c in configs} == {"quick"} and GrokkingConfig(
+        preset="mine"
+    ).scale == "custom"
+    # the wd 1 and wd 0 runs of the quick sweep are the quick grokking runs, shorter and observed
+    # less often
     ignore = OBSERVATION_FIELDS + ("preset",)
     assert configs[4].differences(GrokkingConfig.quick(), ignore=ignore) == {"steps": (1200, 1500)}
-    assert configs[0].differences(GrokkingConfig.quick_no_wd(), ignore=ignore) == {"steps": (1200, 1500)}
+    assert configs[0].differences(GrokkingConfig.quick_no_wd(), ignore=ignore) == {
+        "steps": (1200, 1500)
+    }
     assert WeightDecaySweep.full().weight_decays == (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
-    assert WeightDecaySweep.full().configs()[5].differences(GrokkingConfig.full(), ignore=("preset",)) == {}
+    assert (
+        WeightDecaySweep.full().configs()[5].differences(GrokkingConfig.full(), ignore=("preset",))
+        == {}
+    )
     with pytest.raises(ValueError, match="distinct"):
         sweep.with_overrides(weight_decays="1,1")
 

@@ -1,4 +1,5 @@
-"""The Hessian of softmax regression on a Gaussian mixture: formulas against autograd and random-matrix theory."""
+"""The Hessian of softmax regression on a Gaussian mixture: formulas against autograd and
+random-matrix theory."""
 
 import numpy as np
 import pytest
@@ -6,10 +7,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral_lab.hessian import (HessianConfig, bulk_edge_at, count_outliers, eigh_descending,
-                                  explicit_g_matrix, explicit_hessian, full_hessian, gaussian_mixture,
-                                  hessian_vector_product, init_prediction, input_subspace, lanczos_top_eigs,
-                                  mixture_loss, subspace_overlap, train_mixture, weight_alignment)
+from spectral_lab.hessian import (
+    HessianConfig,
+    bulk_edge_at,
+    count_outliers,
+    eigh_descending,
+    explicit_g_matrix,
+    explicit_hessian,
+    full_hessian,
+    gaussian_mixture,
+    hessian_vector_product,
+    init_prediction,
+    input_subspace,
+    lanczos_top_eigs,
+    mixture_loss,
+    subspace_overlap,
+    train_mixture,
+    weight_alignment,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +49,17 @@ def test_mixture_is_deterministic_and_has_the_stated_law():
     assert np.isclose(a.proportions.sum(), 1.0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(n=0), dict(k=1), dict(k=40), dict(snr=0.0), dict(snr=float("nan")),
-                                    dict(proportions=[0.5, 0.6, -0.1])])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(n=0),
+        dict(k=1),
+        dict(k=40),
+        dict(snr=0.0),
+        dict(snr=float("nan")),
+        dict(proportions=[0.5, 0.6, -0.1]),
+    ],
+)
 def test_mixture_rejects_bad_input(kwargs):
     args = dict(n=10, d=30, k=3, snr=1.0)
     args.update(kwargs)
@@ -47,8 +71,9 @@ def test_explicit_hessian_equals_autograd():
     data = small_data()
     X = 0.3 * torch.randn(3, 30, dtype=torch.float64)
     beta = 0.01
-    H_auto = torch.autograd.functional.hessian(lambda x: mixture_loss(x.reshape(3, 30), data, beta),
-                                               X.reshape(-1))
+    H_auto = torch.autograd.functional.hessian(
+        lambda x: mixture_loss(x.reshape(3, 30), data, beta), X.reshape(-1)
+    )
     assert torch.allclose(explicit_hessian(X, data, beta), H_auto, rtol=1e-10, atol=1e-12)
 
 
@@ -81,9 +106,17 @@ def test_full_hessian_and_hvp_on_a_network_match_autograd():
 def test_g_matrix_is_the_second_moment_of_per_sample_gradients():
     data = small_data(n=40, d=5, k=3)
     X = 0.5 * torch.randn(3, 5, dtype=torch.float64)
-    grads = torch.stack([torch.autograd.functional.jacobian(
-        lambda x: F.cross_entropy((data.Y[l:l + 1] @ x.reshape(3, 5).T), data.labels[l:l + 1]),
-        X.reshape(-1)) for l in range(data.n)])  # (n, k d)
+    grads = torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda x: F.cross_entropy(
+                    (data.Y[l : l + 1] @ x.reshape(3, 5).T), data.labels[l : l + 1]
+                ),
+                X.reshape(-1),
+            )
+            for l in range(data.n)
+        ]
+    )  # (n, k d)
     assert torch.allclose(explicit_g_matrix(X, data), grads.T @ grads / data.n, atol=1e-12)
 
 
@@ -91,9 +124,12 @@ def test_hessian_at_zero_is_a_kronecker_product():
     data = small_data()
     k, d = 3, 30
     Sigma = data.Y.T @ data.Y / data.n
-    D = torch.eye(k, dtype=torch.float64) / k - torch.ones(k, k, dtype=torch.float64) / k ** 2
-    assert torch.allclose(explicit_hessian(torch.zeros(k, d), data, 0.1),
-                          torch.kron(D, Sigma) + 0.1 * torch.eye(k * d, dtype=torch.float64), atol=1e-14)
+    D = torch.eye(k, dtype=torch.float64) / k - torch.ones(k, k, dtype=torch.float64) / k**2
+    assert torch.allclose(
+        explicit_hessian(torch.zeros(k, d), data, 0.1),
+        torch.kron(D, Sigma) + 0.1 * torch.eye(k * d, dtype=torch.float64),
+        atol=1e-14,
+    )
 
 
 def test_initial_outliers_and_bulk_edge_match_the_prediction():
@@ -101,7 +137,9 @@ def test_initial_outliers_and_bulk_edge_match_the_prediction():
     for snr in (100.0, 20.0, 4.0):
         train = config.with_overrides(snr=snr).make_data()[0]
         k, d, beta = config.k, config.d, config.beta
-        E = eigh_descending(explicit_hessian(config.make_model(), train, beta), vectors=False).numpy()
+        E = eigh_descending(
+            explicit_hessian(config.make_model(), train, beta), vectors=False
+        ).numpy()
         pred = init_prediction(snr, d, config.n, train.proportions, beta)
         assert pred.detected.all() and pred.multiplicity == k - 1
         groups = E[: k * (k - 1)].reshape(k, k - 1)
@@ -133,7 +171,9 @@ def test_subspace_overlap_and_alignment():
     k, d = 3, 10
     V = torch.zeros(k * d, 2, dtype=torch.float64)
     V[0, 0] = V[d + 1, 1] = 1.0
-    assert torch.allclose(input_subspace(V, k, 2).abs().sum(1)[2:], torch.zeros(d - 2, dtype=torch.float64))
+    assert torch.allclose(
+        input_subspace(V, k, 2).abs().sum(1)[2:], torch.zeros(d - 2, dtype=torch.float64)
+    )
     W = torch.zeros(k, d, dtype=torch.float64)
     W[0, 0], W[1, 1], W[2, 0] = 1.0, 2.0, -1.0
     assert np.isclose(weight_alignment(W, V, k), 1.0)

@@ -1,6 +1,8 @@
-"""spectral_lab.integrations: Lightning and HF callbacks, sharded weights, and the TensorBoard / W&B / MLflow sinks.
+"""spectral_lab.integrations: Lightning and HF callbacks, sharded weights, and the TensorBoard / W&B
+/ MLflow sinks.
 
-Each framework test is skipped when its extra is missing (``pip install -e ".[test]"`` installs them all).
+Each framework test is skipped when its extra is missing (``pip install -e ".[test]"`` installs them
+all).
 """
 
 import sys
@@ -10,16 +12,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from models import mlp, train
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from models import mlp, train
 from spectral_lab import RunRecord, SpectralTracker
 from spectral_lab.integrations import callbacks, sinks
 
 N, BATCH = 64, 8  # 8 micro-batches an epoch
-NEEDS = {extra: f'needs the [{extra}] extra: pip install "spectral-lab[{extra}]"'
-         for extra in ("lightning", "hf", "tensorboard", "wandb", "mlflow")}
+NEEDS = {
+    extra: f'needs the [{extra}] extra: pip install "spectral-lab[{extra}]"'
+    for extra in ("lightning", "hf", "tensorboard", "wandb", "mlflow")
+}
 
 
 def _data(seed: int = 0):
@@ -34,7 +38,8 @@ def _tracked_run(every=1, steps=6, **kwargs) -> SpectralTracker:
     return tracker
 
 
-# ---- PyTorch Lightning ------------------------------------------------------------------------------
+# ---- PyTorch Lightning
+# ------------------------------------------------------------------------------
 
 
 def _lightning_module(pl):
@@ -56,9 +61,17 @@ def _lightning_module(pl):
 
 
 def _fit_lightning(pl, module, callback, max_epochs=2, accumulate=2):
-    trainer = pl.Trainer(callbacks=[callback], max_epochs=max_epochs, accumulate_grad_batches=accumulate,
-                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        callbacks=[callback],
+        max_epochs=max_epochs,
+        accumulate_grad_batches=accumulate,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     loader = DataLoader(TensorDataset(*_data()), batch_size=BATCH)
     trainer.fit(module, loader)
     return trainer
@@ -76,7 +89,9 @@ LIGHTNING_WARNINGS = [
 def test_lightning_one_snapshot_per_optimizer_step_with_accumulation(tmp_path):
     pl = pytest.importorskip("lightning.pytorch", reason=NEEDS["lightning"])
     module = _lightning_module(pl)
-    tracker = SpectralTracker(module, every=1, top_k=3, keep_weights=True, path=tmp_path / "run.npz")
+    tracker = SpectralTracker(
+        module, every=1, top_k=3, keep_weights=True, path=tmp_path / "run.npz"
+    )
     trainer = _fit_lightning(pl, module, tracker.lightning_callback())
     # 2 epochs x 8 micro-batches / 2 accumulated = 8 optimizer steps; step 0 is the initial weights
     assert trainer.global_step == 8
@@ -104,19 +119,23 @@ def test_lightning_callback_records_on_rank_zero_only(tmp_path):
     model = mlp()
     tracker = SpectralTracker(model, every=1, top_k=2, path=tmp_path / "run.npz")
     for rank_zero, steps in [(False, []), (True, [0, 1])]:
-        trainer = SimpleNamespace(global_step=0, is_global_zero=rank_zero, callback_metrics={},
-                                  accumulate_grad_batches=1)
+        trainer = SimpleNamespace(
+            global_step=0, is_global_zero=rank_zero, callback_metrics={}, accumulate_grad_batches=1
+        )
         callback = tracker.lightning_callback()
         callback.on_train_start(trainer, model)
         trainer.global_step = 1
         callback.on_train_batch_end(trainer, model, {"loss": torch.tensor(0.5)}, None, 0)
-        callback.on_train_batch_end(trainer, model, {"loss": torch.tensor(0.5)}, None, 1)  # same step: once
+        callback.on_train_batch_end(
+            trainer, model, {"loss": torch.tensor(0.5)}, None, 1
+        )  # same step: once
         callback.on_train_end(trainer, model)
         assert list(tracker.record.steps) == steps
         assert (tmp_path / "run.npz").exists() == rank_zero
 
 
-# ---- Hugging Face Trainer ---------------------------------------------------------------------------
+# ---- Hugging Face Trainer
+# ---------------------------------------------------------------------------
 
 
 class _Pairs(Dataset):
@@ -146,15 +165,27 @@ def test_hf_trainer_snapshots_at_global_steps_with_accumulation(tmp_path):
     model = _HFMLP()
     tracker = SpectralTracker(model, every=1, top_k=3, keep_weights=True)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=BATCH, gradient_accumulation_steps=2,
-        num_train_epochs=1, learning_rate=0.1, use_cpu=True, report_to=[], save_strategy="no",
-        logging_steps=100, disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=2,
+        num_train_epochs=1,
+        learning_rate=0.1,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=100,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Pairs(), callbacks=[tracker.hf_callback()])
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=_Pairs(), callbacks=[tracker.hf_callback()]
+    )
     trainer.train()
     assert trainer.state.global_step == 4  # 8 micro-batches / 2
     np.testing.assert_array_equal(tracker.record.steps, np.arange(5))
-    np.testing.assert_array_equal(tracker.record.series("net.0", "weights")[-1], model.net[0].weight.detach().numpy())
+    np.testing.assert_array_equal(
+        tracker.record.series("net.0", "weights")[-1], model.net[0].weight.detach().numpy()
+    )
     loss = tracker.record.scalars["loss"]  # the Trainer logged at every snapshot step
     assert np.isnan(loss[0]) and np.all(np.isfinite(loss[1:]))
 
@@ -172,12 +203,15 @@ def test_hf_callback_records_on_the_main_process_only():
             state.global_step = step
             control = callback.on_step_end(None, state, control, model=model)
             assert control.should_log == (step == 2)  # asks the Trainer to log at snapshot steps
-            callback.on_log(None, state, control, logs={"loss": 0.25, "epoch": 0.5, "step": step}, model=model)
+            callback.on_log(
+                None, state, control, logs={"loss": 0.25, "epoch": 0.5, "step": step}, model=model
+            )
         assert list(tracker.record.steps) == steps
     assert tracker.record.scalars["loss"][-1] == 0.25
 
 
-# ---- sharded weights --------------------------------------------------------------------------------
+# ---- sharded weights
+# --------------------------------------------------------------------------------
 
 
 def _shard(model, layer: int, ds: bool):
@@ -188,10 +222,13 @@ def _shard(model, layer: int, ds: bool):
     model[layer].weight = param
 
 
-@pytest.mark.parametrize("ds, kind, advice", [
-    (True, "deepspeed", "ZeRO stage 1 or 2"),
-    (False, "local", "Build the tracker on the unsharded model"),
-])
+@pytest.mark.parametrize(
+    "ds, kind, advice",
+    [
+        (True, "deepspeed", "ZeRO stage 1 or 2"),
+        (False, "local", "Build the tracker on the unsharded model"),
+    ],
+)
 def test_sharded_weights_stop_tracking_with_a_message(monkeypatch, ds, kind, advice):
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # as on a machine without deepspeed
     model = mlp()
@@ -210,7 +247,8 @@ def test_sharded_weights_stop_tracking_with_a_message(monkeypatch, ds, kind, adv
 
 @pytest.fixture
 def world_of_one(tmp_path):
-    """A real process group of one CPU process (gloo), so FSDP and DTensor run in the test process."""
+    """A real process group of one CPU process (gloo), so FSDP and DTensor run in the test
+    process."""
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -232,11 +270,15 @@ def test_dtensor_weights_are_refused_with_a_message_on_rank_zero_only(world_of_o
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # another rank: stops as well, says nothing
         assert not callbacks._Snapshots(tracker).take(0, model, is_zero=False)
-    with pytest.warns(RuntimeWarning, match="DTensors sharded across ranks.*FSDP2's fully_shard.*full_state_dict"):
+    with pytest.warns(
+        RuntimeWarning, match="DTensors sharded across ranks.*FSDP2's fully_shard.*full_state_dict"
+    ):
         assert not callbacks._Snapshots(tracker).take(0, model, is_zero=True)
 
 
-@pytest.mark.filterwarnings("ignore:FSDP is switching to use `NO_SHARD`:UserWarning")  # a world of one
+@pytest.mark.filterwarnings(
+    "ignore:FSDP is switching to use `NO_SHARD`:UserWarning"
+)  # a world of one
 def test_fsdp_weights_are_gathered_with_summon_full_params(world_of_one):
     from torch.distributed.fsdp import FullyShardedDataParallel
 
@@ -259,7 +301,8 @@ def test_whole_weights_need_no_gathering():
     assert list(tracker.record.steps) == [0]
 
 
-# ---- sinks ------------------------------------------------------------------------------------------
+# ---- sinks
+# ------------------------------------------------------------------------------------------
 
 
 def test_snapshot_scalars_are_the_records_numbers():
@@ -267,8 +310,12 @@ def test_snapshot_scalars_are_the_records_numbers():
     values = sinks.snapshot_scalars(record, index=1, top=2)
     assert values["norm_eff_rank/2"] == pytest.approx(record.series("2", "norm_eff_rank")[1])
     assert values["singular_value_2/4"] == pytest.approx(record.singular_values("4")[1, 1])
-    assert values["agreement_first/0"] == pytest.approx(np.diagonal(record.series("0", "agreement_first")[1]).mean())
-    assert values["alignment/0-2"] == pytest.approx(np.diagonal(record.alignment(("0", "2"))[1]).mean())
+    assert values["agreement_first/0"] == pytest.approx(
+        np.diagonal(record.series("0", "agreement_first")[1]).mean()
+    )
+    assert values["alignment/0-2"] == pytest.approx(
+        np.diagonal(record.alignment(("0", "2"))[1]).mean()
+    )
     assert values["loss"] == pytest.approx(record.scalars["loss"][1])
     assert "singular_value_3/0" not in values
 
@@ -295,7 +342,10 @@ def test_every_snapshot_reaches_the_sinks_and_close_sends_figures(tmp_path):
     assert sink.logged[-1][1]["s/loss"] == pytest.approx(tracker.record.scalars["loss"][-1])
     tracker.close()
     tracker.close()  # idempotent for the sinks
-    assert sink.figures_logged == [(4, ["s/norm_eff_rank_heatmap", "s/singular_values"])] and sink.closes == 1
+    assert (
+        sink.figures_logged == [(4, ["s/norm_eff_rank_heatmap", "s/singular_values"])]
+        and sink.closes == 1
+    )
     assert RunRecord.load(tmp_path / "run.npz").steps.tolist() == [0, 2, 4]
     with pytest.raises(TypeError, match="push"):
         tracker.add_sink(object())
@@ -313,7 +363,9 @@ def test_tensorboard_event_file_holds_the_scalars(tmp_path):
         events.Reload()
         ranks = events.Scalars("spectral/norm_eff_rank/2")
         assert [e.step for e in ranks] == [0, 2, 4]
-        np.testing.assert_allclose([e.value for e in ranks], tracker.record.series("2", "norm_eff_rank"), rtol=1e-6)
+        np.testing.assert_allclose(
+            [e.value for e in ranks], tracker.record.series("2", "norm_eff_rank"), rtol=1e-6
+        )
         assert "spectral/loss" in events.Tags()["scalars"]
         assert ("spectral/norm_eff_rank_heatmap" in events.Tags()["images"]) == images
 
@@ -334,7 +386,9 @@ def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
     tracker = _tracked_run(every=2, sinks=[sink])
     summary = dict(sink.run.summary)  # the last values logged
     assert summary["spectral/step"] == 4
-    assert summary["spectral/norm_eff_rank/2"] == pytest.approx(tracker.record.series("2", "norm_eff_rank")[-1])
+    assert summary["spectral/norm_eff_rank/2"] == pytest.approx(
+        tracker.record.series("2", "norm_eff_rank")[-1]
+    )
     tracker.close()  # figures, then wandb.finish(): the sink started the run
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
@@ -345,30 +399,42 @@ def test_mlflow_metrics_read_back_from_the_file_store(tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason=NEEDS["mlflow"])
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind a flag
+    monkeypatch.setenv(
+        "MLFLOW_ALLOW_FILE_STORE", "true"
+    )  # MLflow 3 keeps the file store behind a flag
     uri = (tmp_path / "mlruns").as_uri()
     record = _tracked_run(every=2).record
     sink = sinks.export_to_mlflow(record, tracking_uri=uri, experiment="spectral")
     client = MlflowClient(uri)
     history = client.get_metric_history(sink.run_id, "spectral/norm_eff_rank/2")
     assert [m.step for m in history] == [0, 2, 4]
-    np.testing.assert_allclose([m.value for m in history], record.series("2", "norm_eff_rank"), rtol=1e-6)
+    np.testing.assert_allclose(
+        [m.value for m in history], record.series("2", "norm_eff_rank"), rtol=1e-6
+    )
     assert client.get_metric_history(sink.run_id, "spectral/alignment/0-2")
     artifacts = [a.path for a in client.list_artifacts(sink.run_id, "spectral")]
     assert "spectral/norm_eff_rank_heatmap.png" in artifacts
     assert client.get_run(sink.run_id).info.status == "FINISHED"
 
 
-# ---- a missing extra says which one to install --------------------------------------------------------
+# ---- a missing extra says which one to install
+# --------------------------------------------------------
 
 
-@pytest.mark.parametrize("build, modules, extra", [
-    (lambda t, d: t.lightning_callback(), ["lightning", "lightning.pytorch", "pytorch_lightning"], "lightning"),
-    (lambda t, d: t.hf_callback(), ["transformers"], "hf"),
-    (lambda t, d: sinks.TensorBoardSink(d), ["tensorboard"], "tensorboard"),
-    (lambda t, d: sinks.WandbSink(mode="offline", dir=str(d)), ["wandb"], "wandb"),
-    (lambda t, d: sinks.MLflowSink(d.as_uri()), ["mlflow"], "mlflow"),
-])
+@pytest.mark.parametrize(
+    "build, modules, extra",
+    [
+        (
+            lambda t, d: t.lightning_callback(),
+            ["lightning", "lightning.pytorch", "pytorch_lightning"],
+            "lightning",
+        ),
+        (lambda t, d: t.hf_callback(), ["transformers"], "hf"),
+        (lambda t, d: sinks.TensorBoardSink(d), ["tensorboard"], "tensorboard"),
+        (lambda t, d: sinks.WandbSink(mode="offline", dir=str(d)), ["wandb"], "wandb"),
+        (lambda t, d: sinks.MLflowSink(d.as_uri()), ["mlflow"], "mlflow"),
+    ],
+)
 def test_a_missing_extra_names_the_pip_extra(monkeypatch, tmp_path, build, modules, extra):
     for module in modules:
         monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
@@ -384,8 +450,12 @@ def test_a_missing_extra_names_the_pip_extra(monkeypatch, tmp_path, build, modul
 def test_importing_the_integrations_imports_no_framework():
     import subprocess
 
-    code = ("import sys, spectral_lab, spectral_lab.integrations.callbacks, spectral_lab.integrations.sinks\n"
-            "loaded = [m for m in ('lightning', 'pytorch_lightning', 'transformers', 'tensorboard', 'wandb', 'mlflow')"
-            " if m in sys.modules]\n"
-            "assert not loaded, loaded")
+    code = (
+        "import sys, spectral_lab, spectral_lab.integrations.callbacks, "
+        "spectral_lab.integrations.sinks\n"
+        "loaded = [m for m in ('lightning', 'pytorch_lightning', 'transformers', 'tensorboard', "
+        "'wandb', 'mlflow')"
+        " if m in sys.modules]\n"
+        "assert not loaded, loaded"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,19 +1,31 @@
-"""Lottery tickets (spectral_lab.lottery): presets, rewinding, masked runs, IMP, and the chapter's claim."""
+"""Lottery tickets (spectral_lab.lottery): presets, rewinding, masked runs, IMP, and the chapter's
+claim."""
 
 import numpy as np
 import pytest
 import torch
 
-from spectral_lab.lottery import (LotteryConfig, dense_run, iterative_pruning, mask_agreement, masked_run,
-                                  one_shot, run_agreement)
+from spectral_lab.lottery import (
+    LotteryConfig,
+    dense_run,
+    iterative_pruning,
+    mask_agreement,
+    masked_run,
+    one_shot,
+    run_agreement,
+)
 from spectral_lab.pruning import layer_densities, magnitude_mask, random_mask_like
 from spectral_lab.spectra import diagonal_mean
 
-# A reduced but still meaningful scale: the chapter's MLP and data, 5 epochs instead of 40 (~1 s a run).
-SMALL = LotteryConfig.quick().with_overrides(epochs=5, rewind_epoch=1, track_every=125, device="cpu")
+# A reduced but still meaningful scale: the chapter's MLP and data, 5 epochs instead of 40 (~1 s a
+# run).
+SMALL = LotteryConfig.quick().with_overrides(
+    epochs=5, rewind_epoch=1, track_every=125, device="cpu"
+)
 # A tiny one for the mechanics: a narrow MLP, 3 epochs.
-TINY = LotteryConfig.quick().with_overrides(epochs=3, rewind_epoch=1, hidden=(32, 32), imp_rounds=2,
-                                            track_every=125, device="cpu")
+TINY = LotteryConfig.quick().with_overrides(
+    epochs=3, rewind_epoch=1, hidden=(32, 32), imp_rounds=2, track_every=125, device="cpu"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,38 +45,65 @@ def small_dense():
 def test_presets_and_derived_values():
     quick, full = LotteryConfig.quick(), LotteryConfig.full()
     assert set(LotteryConfig.presets()) == {"quick", "full"}
-    assert (quick.epochs, quick.keep, quick.rewind_epoch) == (40, 0.05, 4)  # SPEC's measured setting
+    assert (quick.epochs, quick.keep, quick.rewind_epoch) == (
+        40,
+        0.05,
+        4,
+    )  # SPEC's measured setting
     assert (full.epochs, full.rewind_epoch) == (164, 4)  # the paper: rewind to epoch 4 of 164
     assert quick.rewind_step(4000) == 500
     for config in (quick, full):
         keeps = np.array(config.imp_keeps)
         assert len(keeps) == config.imp_rounds and keeps[-1] == pytest.approx(config.keep)
-        np.testing.assert_allclose(keeps[1:] / keeps[:-1], keeps[0])  # the same fraction pruned every round
-    assert 1 - full.imp_keeps[0] == pytest.approx(0.206, abs=1e-3)  # ~20 % a round, as Frankle & Carbin
+        np.testing.assert_allclose(
+            keeps[1:] / keeps[:-1], keeps[0]
+        )  # the same fraction pruned every round
+    assert 1 - full.imp_keeps[0] == pytest.approx(
+        0.206, abs=1e-3
+    )  # ~20 % a round, as Frankle & Carbin
 
 
-@pytest.mark.parametrize("override, message", [
-    (dict(keep=0.0), "keep"), (dict(keep=1.0), "keep"), (dict(rewind_epoch=40), "rewind_epoch"),
-    (dict(imp_rounds=0), "imp_rounds"), (dict(mask_seed=-1), "mask_seed"), (dict(lr=-1.0), "lr"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(keep=0.0), "keep"),
+        (dict(keep=1.0), "keep"),
+        (dict(rewind_epoch=40), "rewind_epoch"),
+        (dict(imp_rounds=0), "imp_rounds"),
+        (dict(mask_seed=-1), "mask_seed"),
+        (dict(lr=-1.0), "lr"),
+    ],
+)
 def test_bad_configs(override, message):
     with pytest.raises(ValueError, match=message):
         LotteryConfig.quick().with_overrides(**override)
 
 
 def test_magnitude_mask_keeps_the_top_singular_vectors_random_does_not(small_dense):
-    """The chapter's claim, at 5 epochs: top-10 agreement of mask * W with the dense W, first layer."""
+    """The chapter's claim, at 5 epochs: top-10 agreement of mask * W with the dense W, first
+    layer."""
     W = small_dense.final.model
     magnitude = magnitude_mask(W, keep=SMALL.keep)
     S_magnitude = float(diagonal_mean(mask_agreement(W, magnitude)["fc1"]))
     for seed in range(3):
-        S_random = float(diagonal_mean(mask_agreement(W, random_mask_like(magnitude, seed=seed))["fc1"]))
-        assert S_magnitude > S_random + 0.1 and S_magnitude > 3 * S_random, (seed, S_magnitude, S_random)
+        S_random = float(
+            diagonal_mean(mask_agreement(W, random_mask_like(magnitude, seed=seed))["fc1"])
+        )
+        assert S_magnitude > S_random + 0.1 and S_magnitude > 3 * S_random, (
+            seed,
+            S_magnitude,
+            S_random,
+        )
 
 
 def test_a_ticket_with_nothing_pruned_is_the_dense_run(small_dense):
-    """Rewinding restores step k exactly (weights, momentum, data order): an all-ones mask reproduces the run."""
-    ones = {name: torch.ones_like(p) for name, p in small_dense.final.model.named_parameters() if p.ndim == 2}
+    """Rewinding restores step k exactly (weights, momentum, data order): an all-ones mask
+    reproduces the run."""
+    ones = {
+        name: torch.ones_like(p)
+        for name, p in small_dense.final.model.named_parameters()
+        if p.ndim == 2
+    }
     run = masked_run(SMALL, small_dense, ones)
     for (name, p), q in zip(run.model.named_parameters(), small_dense.final.model.parameters()):
         assert torch.equal(p, q), name
@@ -81,7 +120,10 @@ def test_one_shot_runs_keep_pruned_weights_at_zero(small_dense):
     assert set(shot.masks) == set(shot.runs) == {"magnitude", "random"}
     assert layer_densities(shot.masks["random"]) == layer_densities(shot.masks["magnitude"])
     for kind, run in shot.runs.items():
-        assert run.step == SMALL.total_steps(4000) and run.history["step"][0] == small_dense.rewind_step
+        assert (
+            run.step == SMALL.total_steps(4000)
+            and run.history["step"][0] == small_dense.rewind_step
+        )
         params = {name: p.detach() for name, p in run.model.named_parameters()}
         for name, m in shot.masks[kind].items():
             assert float((params[name] * (1 - m)).abs().max()) == 0.0, (kind, name)
@@ -100,7 +142,8 @@ def test_iterative_pruning_nests_its_masks_down_to_keep():
 
 @pytest.mark.slow
 def test_magnitude_ticket_beats_random_ticket_in_accuracy(small_dense):
-    """At 10 epochs (a few seconds a run) the 5 % magnitude ticket trains far better than the random one."""
+    """At 10 epochs (a few seconds a run) the 5 % magnitude ticket trains far better than the random
+    one."""
     config = SMALL.with_overrides(epochs=10)
     dense = dense_run(config, small_dense.data, track=False)
     acc = one_shot(config, dense, track=False).test_acc

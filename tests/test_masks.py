@@ -5,8 +5,14 @@ import torch
 from torch import nn
 
 from spectral_lab.models import MLP
-from spectral_lab.pruning import (apply_mask, check_mask, layer_densities, magnitude_mask, mask_density,
-                                  random_mask_like)
+from spectral_lab.pruning import (
+    apply_mask,
+    check_mask,
+    layer_densities,
+    magnitude_mask,
+    mask_density,
+    random_mask_like,
+)
 from spectral_lab.spectra import agreement, diagonal_mean
 
 
@@ -43,15 +49,23 @@ def test_closed_form_on_a_state_dict():
     mask = magnitude_mask(state, keep=0.5)  # default: every matrix but the last (b)
     assert torch.equal(mask["a.weight"], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     assert list(mask) == ["a.weight"]
-    assert magnitude_mask(state, keep=0.25, layers=["a"])["a.weight"].sum() == 1  # only the 4 survives
+    assert (
+        magnitude_mask(state, keep=0.25, layers=["a"])["a.weight"].sum() == 1
+    )  # only the 4 survives
 
 
 def test_layer_selection_by_name_glob_and_predicate():
     model = small_mlp()
     assert list(magnitude_mask(model, 0.5, layers=["fc3"])) == ["fc3.weight"]
     assert list(magnitude_mask(model, 0.5, layers=["fc2.weight"])) == ["fc2.weight"]
-    assert list(magnitude_mask(model, 0.5, layers="fc*")) == ["fc1.weight", "fc2.weight", "fc3.weight"]
-    assert list(magnitude_mask(model, 0.5, layers=lambda name, W: W.shape[0] == 5)) == ["fc2.weight"]
+    assert list(magnitude_mask(model, 0.5, layers="fc*")) == [
+        "fc1.weight",
+        "fc2.weight",
+        "fc3.weight",
+    ]
+    assert list(magnitude_mask(model, 0.5, layers=lambda name, W: W.shape[0] == 5)) == [
+        "fc2.weight"
+    ]
 
 
 def test_within_is_one_round_of_iterative_pruning():
@@ -115,7 +129,8 @@ def test_bad_input():
 
 
 def test_magnitude_keeps_the_top_singular_vectors_of_a_low_rank_matrix_and_random_does_not():
-    # a rank-3 signal with distinct singular values plus small noise: its large entries carry the signal
+    # a rank-3 signal with distinct singular values plus small noise: its large entries carry the
+    # signal
     g = torch.Generator().manual_seed(0)
     U = torch.linalg.qr(torch.randn(200, 3, generator=g, dtype=torch.float64))[0]
     V = torch.linalg.qr(torch.randn(100, 3, generator=g, dtype=torch.float64))[0]

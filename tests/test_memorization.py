@@ -1,4 +1,5 @@
-"""Tests for spectral_lab.memorization: the config, the runs, the analyses, and the chapter's claims at small scale."""
+"""Tests for spectral_lab.memorization: the config, the runs, the analyses, and the chapter's claims
+at small scale."""
 
 from dataclasses import asdict
 
@@ -21,7 +22,8 @@ from spectral_lab.spectra import diagonal_mean
 from spectral_lab.supervised import ClassifierConfig
 
 
-# ---- the config ------------------------------------------------------------------------------------
+# ---- the config
+# ------------------------------------------------------------------------------------
 def test_quick_is_the_papers_recipe_on_mnist1d():
     config = MemorizationConfig.quick()
     assert config == MemorizationConfig(preset="quick")
@@ -33,7 +35,9 @@ def test_quick_is_the_papers_recipe_on_mnist1d():
 
 def test_full_uses_the_papers_four_layer_mlp():
     config = MemorizationConfig.full()
-    assert config.hidden == (256, 256, 256) and config.epochs == 300 and config.schedule == "constant"
+    assert (
+        config.hidden == (256, 256, 256) and config.epochs == 300 and config.schedule == "constant"
+    )
     assert config.scale == "full" and MemorizationConfig.quick().scale == "quick"
     assert set(MemorizationConfig.presets()) == {"quick", "full"}
     assert MemorizationConfig.from_preset("full") == config
@@ -51,15 +55,18 @@ def test_configs_differ_only_in_the_labels():
     assert [c.label_noise for c in config.configs([1.0, 0.0])] == [1.0, 0.0]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(label_fractions=()), "non-empty"),
-    (dict(label_fractions=(0.0, 1.5)), r"\[0, 1\]"),
-    (dict(label_fractions=(-0.1,)), r"\[0, 1\]"),
-    (dict(label_fractions=(0.5, 0.5)), "repeat"),
-    (dict(label_noise=0.5), "per run"),
-    (dict(lr=0.0), "lr"),
-    (dict(schedule="step"), "schedule"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(label_fractions=()), "non-empty"),
+        (dict(label_fractions=(0.0, 1.5)), r"\[0, 1\]"),
+        (dict(label_fractions=(-0.1,)), r"\[0, 1\]"),
+        (dict(label_fractions=(0.5, 0.5)), "repeat"),
+        (dict(label_noise=0.5), "per run"),
+        (dict(lr=0.0), "lr"),
+        (dict(schedule="step"), "schedule"),
+    ],
+)
 def test_bad_configs_raise(overrides, message):
     with pytest.raises(ValueError, match=message):
         MemorizationConfig(**overrides)
@@ -81,9 +88,19 @@ def test_config_round_trips_through_a_dict():
     assert MemorizationConfig().with_overrides(label_fractions="0,1").label_fractions == (0.0, 1.0)
 
 
-# ---- the runs -------------------------------------------------------------------------------------
-TINY = MemorizationConfig(preset="tiny", dataset="digits", hidden=(16, 16), epochs=2, batch_size=128,
-                          eval_every=5, track_every=5, label_fractions=(0.0, 1.0), device="cpu")
+# ---- the runs
+# -------------------------------------------------------------------------------------
+TINY = MemorizationConfig(
+    preset="tiny",
+    dataset="digits",
+    hidden=(16, 16),
+    epochs=2,
+    batch_size=128,
+    eval_every=5,
+    track_every=5,
+    label_fractions=(0.0, 1.0),
+    device="cpu",
+)
 
 
 def test_runs_share_everything_but_the_labels(tmp_path):
@@ -91,12 +108,17 @@ def test_runs_share_everything_but_the_labels(tmp_path):
     assert list(records) == [0.0, 1.0]
     true, random = records[0.0], records[1.0]
     assert true.layers == ["fc1", "fc2", "fc3"] and true.pairs == [("fc1", "fc2"), ("fc2", "fc3")]
-    for name in true.layers:  # same initialisation: identical spectra at step 0, different ones after
+    for (
+        name
+    ) in true.layers:  # same initialisation: identical spectra at step 0, different ones after
         assert np.array_equal(true.singular_values(name)[0], random.singular_values(name)[0])
     assert not np.allclose(true.singular_values("fc2")[-1], random.singular_values("fc2")[-1])
     assert random.config["label_noise"] == 1.0 and true.config["label_noise"] == 0.0
     assert true.meta["experiment"] == "memorization" and true.meta["label_fractions"] == [0.0, 1.0]
-    assert [p.name for p in memorization_outputs(TINY, tmp_path)] == ["labels_0.npz", "labels_1.npz"]
+    assert [p.name for p in memorization_outputs(TINY, tmp_path)] == [
+        "labels_0.npz",
+        "labels_1.npz",
+    ]
     assert all(p.exists() for p in memorization_outputs(TINY, tmp_path))
 
 
@@ -108,20 +130,31 @@ def test_saved_runs_are_reused_only_when_they_match(tmp_path):
     assert np.array_equal(again.singular_values("fc2"), first.singular_values("fc2"))
     other = TINY.with_overrides(lr=0.05)
     retrained = run_memorization(other, fractions=[1.0], out=tmp_path, progress=False)[1.0]
-    assert retrained.config["lr"] == 0.05  # a different config is trained anew and replaces the file
+    assert (
+        retrained.config["lr"] == 0.05
+    )  # a different config is trained anew and replaces the file
     assert RunRecord.load(record_path(tmp_path, 1.0)).config["lr"] == 0.05
 
 
-# ---- the analyses on records whose answer is known --------------------------------------------------
+# ---- the analyses on records whose answer is known
+# --------------------------------------------------
 def _record(directions: dict[int, tuple[int, int]], train_acc=None) -> RunRecord:
-    """A one-layer record, 4x4, top_k 2: at each step, which basis vectors are the two top singular vectors."""
+    """A one-layer record, 4x4, top_k 2: at each step, which basis vectors are the two top singular
+    vectors."""
     record = RunRecord({"w": (4, 4)}, top_k=2)
     eye = np.eye(4)
     for t, step in enumerate(sorted(directions)):
         first, second = directions[step]
         U = eye[:, [first, second]]  # (4, 2)
-        fields = {"singular_values": np.array([3.0, 2.0, 1.0, 0.5]), "U": U, "Vh": U.T, "fro_norm": 1.0,
-                  "norm_eff_rank": 0.5, "stable_rank": 1.0, "agreement_first": np.eye(2)}
+        fields = {
+            "singular_values": np.array([3.0, 2.0, 1.0, 0.5]),
+            "U": U,
+            "Vh": U.T,
+            "fro_norm": 1.0,
+            "norm_eff_rank": 0.5,
+            "stable_rank": 1.0,
+            "agreement_first": np.eye(2),
+        }
         assert set(fields) == set(LAYER_FIELDS)
         scalars = None if train_acc is None else {"train_acc": train_acc[t]}
         record.append(step, {"w": fields}, scalars=scalars)
@@ -129,7 +162,8 @@ def _record(directions: dict[int, tuple[int, int]], train_acc=None) -> RunRecord
 
 
 def test_settling_steps_on_known_vectors():
-    # rank 1 reaches its final direction e0 at step 10, rank 2 its final e1 at step 30 (after a visit at 10)
+    # rank 1 reaches its final direction e0 at step 10, rank 2 its final e1 at step 30 (after a
+    # visit at 10)
     record = _record({0: (2, 3), 10: (0, 1), 20: (0, 3), 30: (0, 1), 40: (0, 1)})
     assert settling_steps(record, "w").tolist() == [10, 30]
     assert settling_steps(record, "w", k=1).tolist() == [10]
@@ -163,12 +197,16 @@ def test_fitted_step_and_rank_at_fit():
         middle_layers(record)
 
 
-# ---- the chapter's claims, at a reduced but meaningful scale -------------------------------------------
+# ---- the chapter's claims, at a reduced but meaningful scale
+# -------------------------------------------
 @pytest.fixture(scope="module")
 def true_and_random():
-    """The quick setting, true and fully random labels, for 70 of its 100 epochs (random labels fit by ~60)."""
+    """The quick setting, true and fully random labels, for 70 of its 100 epochs (random labels fit
+    by ~60)."""
     torch.set_num_threads(1)
-    config = MemorizationConfig.quick().with_overrides(epochs=70, label_fractions=(0.0, 1.0), device="cpu")
+    config = MemorizationConfig.quick().with_overrides(
+        epochs=70, label_fractions=(0.0, 1.0), device="cpu"
+    )
     records = run_memorization(config, progress=False)
     return records[0.0], records[1.0]
 
@@ -179,7 +217,9 @@ def test_random_labels_keep_a_higher_middle_layer_rank_at_equal_training_accurac
     # both runs fit their training labels, the random ones later
     assert fitted_step(true) < fitted_step(random) < true.steps[-1]
     assert rank_at_fit(random) > rank_at_fit(true) + 0.01
-    final = {name: r.norm_eff_rank(["fc2"])[-1, 0] for name, r in (("true", true), ("random", random))}
+    final = {
+        name: r.norm_eff_rank(["fc2"])[-1, 0] for name, r in (("true", true), ("random", random))
+    }
     assert final["random"] > final["true"] + 0.02
 
 

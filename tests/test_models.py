@@ -37,7 +37,8 @@ def test_transformer_in_proj_splits_per_head():
 
 
 def reference_forward(model: ModularTransformer, x: torch.Tensor) -> torch.Tensor:
-    """The textbook computation: causal self-attention over all three positions, then read out at '='."""
+    """The textbook computation: causal self-attention over all three positions, then read out at
+    '='."""
     tokens = torch.cat([x, torch.full_like(x[:, :1], model.p)], dim=1)
     h = F.embedding(tokens, model.embed.weight.T) + model.pos_embed.weight.T  # (N, 3, d)
     causal = torch.triu(torch.ones(3, 3, dtype=torch.bool), diagonal=1)
@@ -65,14 +66,17 @@ def test_mlp_matrices_and_output():
 
 
 def test_mlp_tells_a_from_b():
-    # concatenated embeddings: swapping a and b changes the hidden input, so the MLP is not forced symmetric
+    # concatenated embeddings: swapping a and b changes the hidden input, so the MLP is not forced
+    # symmetric
     torch.manual_seed(0)
     model = ModularMLP(P, d_embed=8, d_hidden=24)
     x = torch.tensor([[1, 2]])
     assert not torch.allclose(model(x), model(x.flip(1)))
 
 
-@pytest.mark.parametrize("make", [lambda: ModularTransformer(P, 16, 4, 32), lambda: ModularMLP(P, 8, 24)])
+@pytest.mark.parametrize(
+    "make", [lambda: ModularTransformer(P, 16, 4, 32), lambda: ModularMLP(P, 8, 24)]
+)
 def test_every_parameter_gets_a_gradient(make):
     torch.manual_seed(0)
     model = make()
@@ -82,7 +86,9 @@ def test_every_parameter_gets_a_gradient(make):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("make", [lambda: ModularTransformer(P, 16, 4, 32), lambda: ModularMLP(P, 8, 24)])
+@pytest.mark.parametrize(
+    "make", [lambda: ModularTransformer(P, 16, 4, 32), lambda: ModularMLP(P, 8, 24)]
+)
 def test_declared_pairs_are_valid_for_the_tracker(make):
     model = make()
     tracker = SpectralTracker(model, every=1, top_k=3, pairs=model.layer_pairs())
@@ -110,7 +116,7 @@ def test_bad_shapes_and_sizes():
 
 
 # ---- classification models ---------------------------------------------------------------------
-from spectral_lab.models import CNN1d, MLP  # noqa: E402
+from spectral_lab.models import MLP, CNN1d  # noqa: E402
 
 
 def test_mlp_layers_pairs_and_shapes():
@@ -138,12 +144,15 @@ def test_cnn_matrices_are_flattened_kernels():
     assert model.layer_pairs() == []
 
 
-@pytest.mark.parametrize("make, x, message", [
-    (lambda: MLP((40, 10)), torch.randn(2, 41), "expected inputs with 40 features"),
-    (lambda: CNN1d(40), torch.randn(2, 2, 40), r"expected signals of shape \(N, 40\)"),
-    (lambda: MLP((40,)), None, "at least the input and output"),
-    (lambda: MLP((40, 0, 10)), None, r"sizes\[1\] must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "make, x, message",
+    [
+        (lambda: MLP((40, 10)), torch.randn(2, 41), "expected inputs with 40 features"),
+        (lambda: CNN1d(40), torch.randn(2, 2, 40), r"expected signals of shape \(N, 40\)"),
+        (lambda: MLP((40,)), None, "at least the input and output"),
+        (lambda: MLP((40, 0, 10)), None, r"sizes\[1\] must be a positive integer"),
+    ],
+)
 def test_classification_models_reject_bad_input(make, x, message):
     with pytest.raises(ValueError, match=message):
         make()(x)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-
 from models import mlp, train
+
 from spectral_lab import SpectralTracker, plotting
 
 
@@ -28,7 +28,9 @@ def test_singular_value_trajectories(record):
 def test_rank_heatmap_and_curves(record):
     fig = plotting.plot_rank_heatmap(record)
     mesh = fig.axes[0].collections[0]
-    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, -1), record.norm_eff_rank().T)
+    np.testing.assert_allclose(
+        np.asarray(mesh.get_array()).reshape(3, -1), record.norm_eff_rank().T
+    )
     assert fig.axes[1].get_ylabel() == "NormEffRank"  # the colour bar
     fig = plotting.plot_rank_curves(record)
     assert [line.get_label() for line in fig.axes[0].lines] == record.layers
@@ -62,7 +64,9 @@ def test_spectra_and_heatmaps_from_arrays():
     assert ax.get_xlabel() == "index i (largest first)" and ax.get_yscale() == "log"
     fig = plotting.plot_spectra({"a": s}, log=False, ylim=(0, 4))
     assert fig.axes[0].get_ylim() == (0, 4) and fig.axes[0].get_legend() is None
-    fig = plotting.plot_heatmaps({"x": np.eye(3), "y": np.full((3, 3), 0.5)}, xlabel="i", ylabel="j", label="|.|")
+    fig = plotting.plot_heatmaps(
+        {"x": np.eye(3), "y": np.full((3, 3), 0.5)}, xlabel="i", ylabel="j", label="|.|"
+    )
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), np.eye(3))
     assert fig.axes[-1].get_ylabel() == "|.|"  # one shared colour bar
     with pytest.raises(ValueError, match="1-D"):

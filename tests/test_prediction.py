@@ -61,7 +61,9 @@ def test_error_identities_and_spectral_bias(modes):
     assert np.isclose(R_em, pred.R_em) and np.isclose(D_em, pred.D_em)
     assert np.isclose(pred.E_tr, (100 * 1e-2 / pred.kappa) ** 2 * pred.E_g)
     E = pr.mode_errors(modes.lam, 100, 1e-2)
-    assert np.all(np.diff(E) >= -1e-15)  # eigenvalues decrease, so errors increase: the spectral bias
+    assert np.all(
+        np.diff(E) >= -1e-15
+    )  # eigenvalues decrease, so errors increase: the spectral bias
     assert pr.predict(modes.lam, modes.W, 1, 1e3).E_g > 0.99  # almost nothing learned: E_g -> 1
     E_g, E_tr = pr.learning_curve(modes.lam, modes.W, [10, 50, 200], 1e-2)
     assert np.all(np.diff(E_g) < 0) and np.all(E_tr <= E_g)
@@ -89,7 +91,9 @@ def test_ridge_errors_match_the_primal_solution():
     Xc, Yc = pr.center_and_scale(X), Y - Y.mean(0)
     train, alpha = np.arange(0, 80, 2), 0.05
     p = len(train)
-    w = np.linalg.solve(Xc[train].T @ Xc[train] / p + alpha * np.eye(30), Xc[train].T @ Yc[train] / p)
+    w = np.linalg.solve(
+        Xc[train].T @ Xc[train] / p + alpha * np.eye(30), Xc[train].T @ Yc[train] / p
+    )
     E_g, E_tr = pr.ridge_errors(Xc, Yc, train, alpha)
     assert np.isclose(E_g, np.sum((Xc @ w - Yc) ** 2) / np.sum(Yc**2))
     assert np.isclose(E_tr, 80 / p * np.sum((Xc[train] @ w - Yc[train]) ** 2) / np.sum(Yc**2))

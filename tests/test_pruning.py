@@ -15,7 +15,9 @@ def random_matrix(m: int, n: int, seed: int = 0) -> torch.Tensor:
 
 def test_top_and_bottom_add_up_to_the_matrix():
     W = random_matrix(7, 5)
-    torch.testing.assert_close(svd_truncate(W, "top") + svd_truncate(W, "bottom"), W, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        svd_truncate(W, "top") + svd_truncate(W, "bottom"), W, rtol=0, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("m, n", [(7, 5), (6, 6), (3, 9)])
@@ -32,9 +34,15 @@ def test_top_keeps_ceil_half_of_the_spectrum(m, n):
 
 def test_closed_form_on_a_diagonal_matrix():
     W = torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64))
-    torch.testing.assert_close(svd_truncate(W, "top"), torch.diag(torch.tensor([5.0, 4.0, 3.0, 0, 0]).double()))
-    torch.testing.assert_close(svd_truncate(W, "bottom"), torch.diag(torch.tensor([0, 0, 0, 2.0, 1.0]).double()))
-    torch.testing.assert_close(svd_truncate(W, "top", fraction=0.2), torch.diag(torch.tensor([5.0, 0, 0, 0, 0]).double()))
+    torch.testing.assert_close(
+        svd_truncate(W, "top"), torch.diag(torch.tensor([5.0, 4.0, 3.0, 0, 0]).double())
+    )
+    torch.testing.assert_close(
+        svd_truncate(W, "bottom"), torch.diag(torch.tensor([0, 0, 0, 2.0, 1.0]).double())
+    )
+    torch.testing.assert_close(
+        svd_truncate(W, "top", fraction=0.2), torch.diag(torch.tensor([5.0, 0, 0, 0, 0]).double())
+    )
 
 
 def test_svd_prune_copies_and_spares_the_last_layer():

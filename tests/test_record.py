@@ -1,12 +1,11 @@
 """RunRecord: reading, atomic saving, loading with clear errors, comparing runs."""
 
 import json
-import zipfile
 
 import numpy as np
 import pytest
-
 from models import mlp, train
+
 from spectral_lab import RunRecord, SpectralTracker
 from spectral_lab.record import FORMAT_VERSION
 
@@ -103,8 +102,10 @@ def test_single_npy_array(tmp_path):
 def test_foreign_format_and_newer_version(record, tmp_path):
     arrays = record.to_arrays()
     meta = json.loads(str(arrays["__meta__"]))
-    for change, message in [({"format": "other"}, "not a spectral_lab run record"),
-                            ({"format_version": FORMAT_VERSION + 1}, "newer spectral_lab")]:
+    for change, message in [
+        ({"format": "other"}, "not a spectral_lab run record"),
+        ({"format_version": FORMAT_VERSION + 1}, "newer spectral_lab"),
+    ]:
         arrays["__meta__"] = np.array(json.dumps({**meta, **change}))
         path = tmp_path / "run.npz"
         np.savez(path, **arrays)
@@ -166,7 +167,9 @@ def test_agreement_with_another_run_at_the_same_step_and_at_a_fixed_step():
     S_other = same.agreement_with(other, reference_step=12)["2"]
     assert S_other.shape == (4, 3, 3)
     assert np.diagonal(S_other[-1]).mean() < 0.5  # independent initialisations share no directions
-    S_some = same.agreement_with(other, steps=[4, 12])["2"]  # a subset of the snapshots, same-step mode
+    S_some = same.agreement_with(other, steps=[4, 12])[
+        "2"
+    ]  # a subset of the snapshots, same-step mode
     np.testing.assert_array_equal(S_some, same.agreement_with(other)["2"][[1, 3]])
 
 

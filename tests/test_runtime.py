@@ -36,9 +36,19 @@ def test_unknown_devices(bad):
 
 def test_seed_everything_makes_all_generators_repeat():
     g = seed_everything(11)
-    first = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
+    first = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=g).item(),
+    )
     g = seed_everything(11)
-    assert first == (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
+    assert first == (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=g).item(),
+    )
     with pytest.raises(ValueError, match="non-negative integer"):
         seed_everything(-1)
 
@@ -60,8 +70,10 @@ def test_import_has_no_side_effects():
     import sys
 
     code = (
-        "import torch; state = torch.random.get_rng_state().clone(); dtype = torch.get_default_dtype();"
+        "import torch; state = torch.random.get_rng_state().clone(); dtype = "
+        "torch.get_default_dtype();"
         "import spectral_lab;"
-        "assert torch.equal(state, torch.random.get_rng_state()); assert torch.get_default_dtype() == dtype"
+        "assert torch.equal(state, torch.random.get_rng_state()); assert "
+        "torch.get_default_dtype() == dtype"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

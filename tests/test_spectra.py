@@ -58,7 +58,9 @@ def test_random_matrices_match_numpy(shape):
     s = np.linalg.svd(W.double().numpy(), compute_uv=False)
     p = s / s.sum()
     np.testing.assert_allclose(sp.singular_values(W).numpy(), s, rtol=RTOL, atol=1e-6)
-    np.testing.assert_allclose(sp.effective_rank(W).item(), np.exp(-(p * np.log(p)).sum()), rtol=RTOL)
+    np.testing.assert_allclose(
+        sp.effective_rank(W).item(), np.exp(-(p * np.log(p)).sum()), rtol=RTOL
+    )
     np.testing.assert_allclose(sp.stable_rank(W).item(), (s**2).sum() / s[0] ** 2, rtol=RTOL)
 
 
@@ -68,7 +70,9 @@ def test_batches_give_the_same_as_one_by_one():
     assert batched.shape == (3, 4)
     for i in range(3):
         for j in range(4):
-            assert batched[i, j].item() == pytest.approx(sp.normalized_effective_rank(W[i, j]).item(), rel=1e-5)
+            assert batched[i, j].item() == pytest.approx(
+                sp.normalized_effective_rank(W[i, j]).item(), rel=1e-5
+            )
 
 
 def test_dtype_and_device_are_kept():
@@ -89,7 +93,9 @@ def test_alignment_of_chained_layers_built_from_chosen_vectors():
     torch.testing.assert_close(A, torch.eye(3, dtype=A.dtype), atol=1e-9, rtol=0)
     # A reversal of the order gives the anti-diagonal.
     W2_rev = build(orthonormal(3, 3, 5), [3, 2, 1], U1[:, [2, 1, 0]])
-    torch.testing.assert_close(sp.alignment(W1, W2_rev, k=3), torch.eye(3, dtype=A.dtype).flip(1), atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        sp.alignment(W1, W2_rev, k=3), torch.eye(3, dtype=A.dtype).flip(1), atol=1e-9, rtol=0
+    )
     # Orthogonal input space: no alignment at all.
     W2_orth = build(orthonormal(3, 3, 5), [3, 2, 1], orthonormal(8, 8, 3)[:, 5:8])
     assert sp.alignment(W1, W2_orth, k=3).max().item() < 1e-9
@@ -106,11 +112,15 @@ def test_alignment_matches_the_definition_and_caps_k():
 
 def test_agreement_with_itself_is_identity_and_sign_flips_do_not_matter():
     W = torch.randn(20, 12, dtype=torch.float64)
-    torch.testing.assert_close(sp.agreement(W, W, k=5), torch.eye(5, dtype=W.dtype), atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        sp.agreement(W, W, k=5), torch.eye(5, dtype=W.dtype), atol=1e-9, rtol=0
+    )
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     flips = torch.tensor([1.0, -1.0] * 6, dtype=W.dtype)
     W_flipped = (U * flips) @ torch.diag(S) @ (Vh * flips[:, None])  # the same matrix, other signs
-    torch.testing.assert_close(sp.agreement(W, W_flipped, k=5), torch.eye(5, dtype=W.dtype), atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        sp.agreement(W, W_flipped, k=5), torch.eye(5, dtype=W.dtype), atol=1e-9, rtol=0
+    )
 
 
 def test_agreement_from_chosen_vectors():
@@ -183,4 +193,6 @@ def test_cuda_results_match_cpu(cuda):
         on_gpu = fn(W.to(cuda))
         assert on_gpu.device.type == "cuda"
         torch.testing.assert_close(on_gpu.cpu(), fn(W), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sp.agreement(W.to(cuda), W.to(cuda) * 2).cpu(), sp.agreement(W, W * 2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        sp.agreement(W.to(cuda), W.to(cuda) * 2).cpu(), sp.agreement(W, W * 2), atol=1e-4, rtol=0
+    )

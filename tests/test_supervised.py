@@ -7,8 +7,9 @@ from spectral_lab.data import digits
 from spectral_lab.supervised import ClassifierConfig, batch_order, evaluate_classifier, fit
 
 # digits with a narrow MLP: a whole run of 4 epochs is ~170 steps, well under a second
-TINY = ClassifierConfig(preset="tiny", dataset="digits", hidden=(32,), epochs=4, lr=0.05,
-                        eval_every=21, track_every=42)
+TINY = ClassifierConfig(
+    preset="tiny", dataset="digits", hidden=(32,), epochs=4, lr=0.05, eval_every=21, track_every=42
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,14 @@ def test_same_config_same_run(data):
 def test_a_run_stopped_and_continued_equals_the_run_in_one_piece(data):
     whole = fit(TINY, data=data, track=False)
     first = fit(TINY, data=data, stop_step=50, track=False)
-    rest = fit(TINY, model=first.model, data=data, start_step=50, optimizer_state=first.optimizer_state,
-               track=False)
+    rest = fit(
+        TINY,
+        model=first.model,
+        data=data,
+        start_step=50,
+        optimizer_state=first.optimizer_state,
+        track=False,
+    )
     assert same_weights(rest.model, whole.model)
 
 
@@ -53,9 +60,20 @@ def test_branches_with_another_data_order_differ_and_share_no_momentum(data):
     for seed in (1, 1, 2):
         model = TINY.make_model(data)
         model.load_state_dict(state)
-        branches.append(fit(TINY, model=model, data=data, start_step=30, optimizer_state=trunk.optimizer_state,
-                            data_seed=seed, track=False).model)
-    assert same_weights(branches[0], branches[1])  # the trunk's optimizer state was not changed by branch 1
+        branches.append(
+            fit(
+                TINY,
+                model=model,
+                data=data,
+                start_step=30,
+                optimizer_state=trunk.optimizer_state,
+                data_seed=seed,
+                track=False,
+            ).model
+        )
+    assert same_weights(
+        branches[0], branches[1]
+    )  # the trunk's optimizer state was not changed by branch 1
     assert not same_weights(branches[0], branches[2])
 
 
@@ -103,15 +121,18 @@ def test_evaluate_restores_the_training_mode(data):
     assert 0.0 <= scores["test_acc"] <= 1.0
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"dataset": "cifar"}, "dataset must be one of mnist1d, digits"),
-    ({"schedule": "step"}, "schedule must be one of cosine, constant"),
-    ({"label_noise": 1.5}, r"label_noise must lie in \[0, 1\]"),
-    ({"hidden": "256,0"}, "hidden widths must be positive"),
-    ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
-    ({"track_every": 50}, "must be a multiple of eval_every"),
-    ({"hidden": "256,2.5"}, "hidden must be an integer"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dataset": "cifar"}, "dataset must be one of mnist1d, digits"),
+        ({"schedule": "step"}, "schedule must be one of cosine, constant"),
+        ({"label_noise": 1.5}, r"label_noise must lie in \[0, 1\]"),
+        ({"hidden": "256,0"}, "hidden widths must be positive"),
+        ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
+        ({"track_every": 50}, "must be a multiple of eval_every"),
+        ({"hidden": "256,2.5"}, "hidden must be an integer"),
+    ],
+)
 def test_bad_configs_name_the_problem(overrides, message):
     with pytest.raises(ValueError, match=message):
         TINY.with_overrides(**overrides)
@@ -132,6 +153,11 @@ def test_bad_calls_name_the_problem(data):
 
 def test_mnist1d_quick_preset_shape():
     config = ClassifierConfig.quick()
-    assert (config.dataset, config.hidden, config.batch_size, config.epochs) == ("mnist1d", (256, 256), 32, 40)
+    assert (config.dataset, config.hidden, config.batch_size, config.epochs) == (
+        "mnist1d",
+        (256, 256),
+        32,
+        40,
+    )
     assert config.total_steps(4000) == 5000
     assert set(ClassifierConfig.presets()) == {"quick", "quick_cnn"}

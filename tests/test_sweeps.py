@@ -6,8 +6,16 @@ from spectral_lab.experiments import WeightDecaySweep
 from spectral_lab.sweeps import load_or_run_sweep, run_weight_decay_sweep, sweep_path
 
 TINY = WeightDecaySweep.quick().with_overrides(
-    preset="tiny", p=7, d_model=8, n_heads=2, d_mlp=16, steps=20, eval_every=5, track_every=10,
-    checkpoint_every=10, weight_decays=(0.0, 0.5),
+    preset="tiny",
+    p=7,
+    d_model=8,
+    n_heads=2,
+    d_mlp=16,
+    steps=20,
+    eval_every=5,
+    track_every=10,
+    checkpoint_every=10,
+    weight_decays=(0.0, 0.5),
 )
 
 
@@ -16,7 +24,10 @@ def test_one_record_per_weight_decay_in_order(tmp_path):
     assert [r.config["weight_decay"] for r in records] == [0.0, 0.5]
     assert [r.meta["preset"] for r in records] == ["tiny/wd=0", "tiny/wd=0.5"]
     names = sorted(path.name for path in (tmp_path / "sweep").iterdir())
-    assert [name.split("-")[0] for name in names] == ["wd_0", "wd_0.5"]  # readable, and keyed by the config
+    assert [name.split("-")[0] for name in names] == [
+        "wd_0",
+        "wd_0.5",
+    ]  # readable, and keyed by the config
     assert names == sorted(sweep_path(tmp_path, c).name for c in TINY.configs())
 
 
@@ -41,7 +52,9 @@ def test_load_or_run_sweep_is_all_or_nothing(tmp_path, monkeypatch):
     loaded = load_or_run_sweep(TINY, out)
     assert [r.config["weight_decay"] for r in loaded] == [0.0, 0.5]
 
-    assert load_or_run_sweep(TINY.with_overrides(lr=2e-3), out, progress=False)[0].config["lr"] == 2e-3  # not read
+    assert (
+        load_or_run_sweep(TINY.with_overrides(lr=2e-3), out, progress=False)[0].config["lr"] == 2e-3
+    )  # not read
 
     # the full sweep is not there: the fallback runs in place and nothing is written
     before = sorted(p.name for p in out.iterdir())
@@ -50,7 +63,8 @@ def test_load_or_run_sweep_is_all_or_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-# ---- the claim at quick scale (SPEC section 2, "Weight decay") -------------------------------------
+# ---- the claim at quick scale (SPEC section 2, "Weight decay")
+# -------------------------------------
 def test_more_weight_decay_lower_final_rank_short_sweep():
     """Four weight decays, a third of the quick budget: the ordering is already there."""
     sweep = WeightDecaySweep.quick().with_overrides(weight_decays=(0.0, 0.1, 1.0, 3.0), steps=500)
@@ -67,5 +81,7 @@ def test_quick_weight_decay_sweep():
     assert rank[-1] < rank[-2] < rank[3] < rank[0] - 0.03  # ...and falls clearly once wd matters
     assert rank[-2] < rank[0] - 0.3
     assert np.isnan(summary["time_to_generalize"][0]) and summary["time_to_generalize"][-2] < 1000
-    gap = summary["val_loss_svd_top"] - summary["val_loss"]  # pruning the bottom half costs less with more wd
+    gap = (
+        summary["val_loss_svd_top"] - summary["val_loss"]
+    )  # pruning the bottom half costs less with more wd
     assert gap[-2] < 0.1 * gap[0]

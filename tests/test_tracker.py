@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from models import SmallCNN, SmallLSTM, SmallTransformer, mlp, train
 from torch import nn
 
-from models import SmallCNN, SmallLSTM, SmallTransformer, mlp, train
 from spectral_lab import RunRecord, SpectralTracker
 from spectral_lab import spectra as sp
 
@@ -19,7 +19,11 @@ def test_snapshots_follow_the_cadence_and_scalars_align():
     assert record.scalars["loss"].shape == (5,)
     assert record.layers == ["0", "2", "4"]
     assert record.series("0", "singular_values").shape == (5, 12)
-    assert record.series("2", "U").shape == (5, 32, 4) and record.series("2", "Vh").shape == (5, 4, 32)
+    assert record.series("2", "U").shape == (5, 32, 4) and record.series("2", "Vh").shape == (
+        5,
+        4,
+        32,
+    )
     assert record.norm_eff_rank().shape == (5, 3)
 
 
@@ -39,10 +43,18 @@ def test_stored_metrics_equal_the_metric_functions_on_the_live_weights():
     record = tracker.record
     for name in record.layers:
         W = torch.as_tensor(record.series(name, "weights")[-1])
-        np.testing.assert_allclose(record.series(name, "norm_eff_rank")[-1], sp.normalized_effective_rank(W), rtol=1e-5)
-        np.testing.assert_allclose(record.series(name, "stable_rank")[-1], sp.stable_rank(W), rtol=1e-5)
-        np.testing.assert_allclose(record.series(name, "fro_norm")[-1], torch.linalg.norm(W), rtol=1e-5)
-        np.testing.assert_allclose(record.singular_values(name)[-1], sp.singular_values(W), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            record.series(name, "norm_eff_rank")[-1], sp.normalized_effective_rank(W), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            record.series(name, "stable_rank")[-1], sp.stable_rank(W), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            record.series(name, "fro_norm")[-1], torch.linalg.norm(W), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            record.singular_values(name)[-1], sp.singular_values(W), rtol=1e-5, atol=1e-6
+        )
     W_live = model[4].weight.detach()
     np.testing.assert_array_equal(record.series("4", "weights")[-1], W_live.numpy())
 
@@ -54,9 +66,13 @@ def test_alignment_and_agreement_match_the_reference_functions():
     record = tracker.record
     assert record.pairs == [("0", "2"), ("2", "4")]  # inferred: 12->32->32->5
     W0, W2 = (torch.as_tensor(record.series(n, "weights")[-1]) for n in ("0", "2"))
-    np.testing.assert_allclose(record.alignment(("0", "2"))[-1], sp.alignment(W0, W2, k=4), atol=1e-5)
+    np.testing.assert_allclose(
+        record.alignment(("0", "2"))[-1], sp.alignment(W0, W2, k=4), atol=1e-5
+    )
     first = torch.as_tensor(record.series("2", "weights")[0])
-    np.testing.assert_allclose(record.series("2", "agreement_first")[-1], sp.agreement(W2, first, k=4), atol=1e-5)
+    np.testing.assert_allclose(
+        record.series("2", "agreement_first")[-1], sp.agreement(W2, first, k=4), atol=1e-5
+    )
     np.testing.assert_allclose(record.series("2", "agreement_first")[0], np.eye(4), atol=1e-5)
     final = record.agreement_with("final")["2"]
     np.testing.assert_allclose(final[-1], np.eye(4), atol=1e-5)
@@ -119,7 +135,9 @@ def test_equal_shapes_are_decomposed_in_one_batched_call(monkeypatch):
     model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(4)], nn.Linear(16, 3))
     calls = []
     real_svd = torch.linalg.svd
-    monkeypatch.setattr(torch.linalg, "svd", lambda A, **kw: calls.append(tuple(A.shape)) or real_svd(A, **kw))
+    monkeypatch.setattr(
+        torch.linalg, "svd", lambda A, **kw: calls.append(tuple(A.shape)) or real_svd(A, **kw)
+    )
     SpectralTracker(model, every=1).step(0, model)
     assert sorted(calls) == [(1, 3, 16), (4, 16, 16)]
 
@@ -133,7 +151,11 @@ def test_tracking_leaves_the_model_untouched():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     assert all(p.grad is None for p in model.parameters())
     for module in model.modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
+        assert (
+            not module._forward_hooks
+            and not module._forward_pre_hooks
+            and not module._backward_hooks
+        )
     assert "weights" not in tracker.record._layers["0"]  # no weight copies unless asked
     with pytest.raises(KeyError, match="keep_weights=True"):
         tracker.record.series("0", "weights")
@@ -157,7 +179,8 @@ def test_resume_appends_and_matches_an_uninterrupted_run(tmp_path):
             np.testing.assert_allclose(a[key], b[key], rtol=0, atol=0, err_msg=key)
 
 
-# ---- bad input: each raises a clear error and leaves any existing record intact ----------------------
+# ---- bad input: each raises a clear error and leaves any existing record intact
+# ----------------------
 
 
 def test_model_without_matrices():
@@ -246,11 +269,14 @@ def test_cuda_record_matches_cpu(cuda):
     cpu, gpu = records["cpu"], records[str(cuda)]
     assert gpu.meta["device"].startswith("cuda")
     for name in cpu.layers:
-        np.testing.assert_allclose(gpu.singular_values(name), cpu.singular_values(name), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            gpu.singular_values(name), cpu.singular_values(name), rtol=1e-4, atol=1e-5
+        )
         np.testing.assert_allclose(gpu.norm_eff_rank([name]), cpu.norm_eff_rank([name]), rtol=1e-4)
 
 
-# ---- background=True: the SVDs on a worker thread, the same record ----------------------------------
+# ---- background=True: the SVDs on a worker thread, the same record
+# ----------------------------------
 @pytest.fixture
 def threads():
     """Set torch's CPU thread count for one test, and put it back."""

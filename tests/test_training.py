@@ -15,7 +15,15 @@ from spectral_lab.tracker import SpectralTracker
 from spectral_lab.training import checkpoint_path, load_or_train, train
 
 TINY = GrokkingConfig.quick().with_overrides(
-    preset="tiny", p=7, d_model=8, n_heads=2, d_mlp=16, steps=43, eval_every=5, track_every=10, checkpoint_every=10
+    preset="tiny",
+    p=7,
+    d_model=8,
+    n_heads=2,
+    d_mlp=16,
+    steps=43,
+    eval_every=5,
+    track_every=10,
+    checkpoint_every=10,
 )
 
 
@@ -26,14 +34,21 @@ def same_records(a: RunRecord, b: RunRecord) -> None:
         np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
 
 
-# ---- the loop --------------------------------------------------------------------------------------
+# ---- the loop
+# --------------------------------------------------------------------------------------
 def test_snapshots_at_the_tracking_cadence_and_the_last_step():
     result = train(TINY, progress=False)
     record = result.record
     assert record.steps.tolist() == [0, 10, 20, 30, 40, 43]
     assert result.history["step"].tolist() == [0, 5, 10, 15, 20, 25, 30, 35, 40, 43]
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_loss_svd_top", "val_loss_svd_bottom"} <= set(
-        record.scalars)
+    assert {
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_loss_svd_top",
+        "val_loss_svd_bottom",
+    } <= set(record.scalars)
     assert not np.isnan(record.scalars["val_acc"]).any()
     assert record.meta["config"] == asdict(TINY)
     assert (record.meta["experiment"], record.meta["preset"]) == ("grokking", "tiny")
@@ -78,7 +93,8 @@ def test_progress_bar_is_quiet_under_ci(monkeypatch, capsys):
     assert "5/5" in capsys.readouterr().err
 
 
-# ---- checkpoints and resume ------------------------------------------------------------------------
+# ---- checkpoints and resume
+# ------------------------------------------------------------------------
 class Interrupting(ModularTransformer):
     """Raises KeyboardInterrupt at the training forward pass after ``stop_after`` of them."""
 
@@ -138,12 +154,15 @@ def test_checkpoint_path():
     assert str(checkpoint_path("runs/grok-wd1.npz")) == "runs/grok-wd1.ckpt.pt"
 
 
-# ---- load_or_train ---------------------------------------------------------------------------------
+# ---- load_or_train
+# ---------------------------------------------------------------------------------
 def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch):
     path = tmp_path / "tiny.npz"
     first = load_or_train(TINY, path, progress=False)
     assert path.exists()
-    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("should have loaded the record"))
+    monkeypatch.setattr(
+        training, "train", lambda *a, **k: pytest.fail("should have loaded the record")
+    )
     same_records(load_or_train(TINY.with_overrides(device="cpu", track_every=20), path), first)
 
 
@@ -158,11 +177,14 @@ def test_a_quick_record_is_never_shown_as_full(tmp_path, capsys):
     assert "differs in" in capsys.readouterr().out
 
 
-# ---- the claims at quick scale (SPEC section 2, "Grokking") ----------------------------------------
+# ---- the claims at quick scale (SPEC section 2, "Grokking")
+# ----------------------------------------
 @pytest.fixture(scope="module")
 def quick_runs():
-    return {"wd1": train(GrokkingConfig.quick(), progress=False).record,
-            "wd0": train(GrokkingConfig.quick_no_wd(), progress=False).record}
+    return {
+        "wd1": train(GrokkingConfig.quick(), progress=False).record,
+        "wd0": train(GrokkingConfig.quick_no_wd(), progress=False).record,
+    }
 
 
 def test_with_weight_decay_the_run_groks(quick_runs):
@@ -179,9 +201,13 @@ def test_with_weight_decay_the_rank_falls_through_the_validation_jump(quick_runs
     steps, val_acc = record.steps, record.scalars["val_acc"]
     end = np.flatnonzero(val_acc >= 0.95)[0]  # the jump ends
     start = np.flatnonzero(val_acc[:end] < 0.5)[-1]  # the last snapshot before it was half done
-    assert rank[end] < rank[start] - 0.02, "the rank should be falling while validation accuracy jumps"
+    assert rank[end] < rank[start] - 0.02, (
+        "the rank should be falling while validation accuracy jumps"
+    )
     fallen = (rank[0] - rank[end]) / (rank[0] - rank.min())
-    assert 0.25 < fallen < 0.9, f"at the jump the rank fall should be under way, not over (got {fallen:.2f})"
+    assert 0.25 < fallen < 0.9, (
+        f"at the jump the rank fall should be under way, not over (got {fallen:.2f})"
+    )
     assert steps[end] < steps[-1]
 
 

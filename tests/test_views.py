@@ -1,4 +1,5 @@
-"""spectral_lab.views: which parameters are matrices, their 2-D views, splits and layer selection."""
+"""spectral_lab.views: which parameters are matrices, their 2-D views, splits and layer
+selection."""
 
 import pytest
 import torch
@@ -72,15 +73,30 @@ class Block(nn.Module):
 def test_find_matrices_names_and_order():
     refs = find_matrices(Block())
     names = [r.name for r in refs]
-    assert names == ["embed", "attn.in_proj_weight", "attn.out_proj", "lstm.weight_ih_l0", "lstm.weight_hh_l0"]
+    assert names == [
+        "embed",
+        "attn.in_proj_weight",
+        "attn.out_proj",
+        "lstm.weight_ih_l0",
+        "lstm.weight_hh_l0",
+    ]
     assert dict((r.name, r.shape) for r in refs)["lstm.weight_ih_l0"] == (32, 8)
 
 
 def test_layer_selection_by_pattern_list_module_and_predicate():
     model = Block()
-    assert [r.name for r in find_matrices(model, "attn*")] == ["attn.in_proj_weight", "attn.out_proj"]
-    assert [r.name for r in find_matrices(model, ["lstm"])] == ["lstm.weight_ih_l0", "lstm.weight_hh_l0"]
-    assert [r.name for r in find_matrices(model, ["embed", "attn.out_proj"])] == ["embed", "attn.out_proj"]
+    assert [r.name for r in find_matrices(model, "attn*")] == [
+        "attn.in_proj_weight",
+        "attn.out_proj",
+    ]
+    assert [r.name for r in find_matrices(model, ["lstm"])] == [
+        "lstm.weight_ih_l0",
+        "lstm.weight_hh_l0",
+    ]
+    assert [r.name for r in find_matrices(model, ["embed", "attn.out_proj"])] == [
+        "embed",
+        "attn.out_proj",
+    ]
     square = find_matrices(model, lambda name, p: p.shape[0] == p.shape[1])
     assert [r.name for r in square] == ["attn.out_proj"]
 

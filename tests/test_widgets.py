@@ -19,7 +19,7 @@ class Recorder:
     def __call__(self, exponent, mode="a", log=False):
         self.calls.append({"exponent": exponent, "mode": mode, "log": log})
         fig, axes = new_figure()
-        axes[0, 0].plot([1, 2, 3], [1, 2 ** -exponent, 3 ** -exponent])
+        axes[0, 0].plot([1, 2, 3], [1, 2**-exponent, 3**-exponent])
         axes[0, 0].set_title(f"{mode} {exponent:.2f}")
         return fig
 
@@ -65,12 +65,18 @@ def test_live_mode_shows_plot_errors_in_the_output():
 
 def test_static_mode_draws_once_at_the_defaults(monkeypatch):
     def no_widgets(self):
-        raise AssertionError("static mode must not create widgets (their state would be saved in the notebook)")
+        raise AssertionError(
+            "static mode must not create widgets (their state would be saved in the notebook)"
+        )
 
     monkeypatch.setattr(widgets.Widget, "open", no_widgets)
     plot = Recorder()
-    view = interactive_figure(plot, static=True, exponent=(0, 4, 1), mode=[("B", "b"), ("C", "c")], log=True)
-    assert plot.calls == [{"exponent": 2, "mode": "b", "log": True}]  # int slider: middle of the range
+    view = interactive_figure(
+        plot, static=True, exponent=(0, 4, 1), mode=[("B", "b"), ("C", "c")], log=True
+    )
+    assert plot.calls == [
+        {"exponent": 2, "mode": "b", "log": True}
+    ]  # int slider: middle of the range
     assert isinstance(view.figure, Figure) and view.figure.axes[0].get_title() == "b 2.00"
     assert view.widget is None and view.output is None and view.controls == {}
     assert view.values == {"exponent": 2, "mode": "b", "log": True}
@@ -92,7 +98,11 @@ def test_static_mode_follows_the_environment(monkeypatch):
 def test_control_specs():
     assert isinstance(make_control("n", (1, 9, 2)), widgets.IntSlider)
     assert make_control("n", (1, 9, 2)).value == default_value("n", (1, 9, 2)) == 5
-    assert make_control("x", (0.0, 1.0, 0.1, 0.3)).value == default_value("x", (0.0, 1.0, 0.1, 0.3)) == 0.3
+    assert (
+        make_control("x", (0.0, 1.0, 0.1, 0.3)).value
+        == default_value("x", (0.0, 1.0, 0.1, 0.3))
+        == 0.3
+    )
     assert isinstance(make_control("x", (0, 1, 0.1)), widgets.FloatSlider)
     assert make_control("k", [("one", 1), ("two", 2)]).value == 1
     assert isinstance(make_control("log", False), widgets.Checkbox)
@@ -100,16 +110,19 @@ def test_control_specs():
     assert make_control("n", own) is own
 
 
-@pytest.mark.parametrize("spec, message", [
-    ((0, 1), r"\(min, max, step\)"),
-    ((0, "1", 0.1), r"\(min, max, step\)"),
-    ((1, 0, 0.1), "min < max"),
-    ((0, 1, 0), "step > 0"),
-    ((0, 1, 0.1, 2), "outside"),
-    ([], "cannot make a control"),
-    ("fast", "cannot make a control"),
-    (widgets.Button(), "cannot make a control"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ((0, 1), r"\(min, max, step\)"),
+        ((0, "1", 0.1), r"\(min, max, step\)"),
+        ((1, 0, 0.1), "min < max"),
+        ((0, 1, 0), "step > 0"),
+        ((0, 1, 0.1, 2), "outside"),
+        ([], "cannot make a control"),
+        ("fast", "cannot make a control"),
+        (widgets.Button(), "cannot make a control"),
+    ],
+)
 def test_bad_control_spec(spec, message):
     with pytest.raises(ValueError, match=message):
         interactive_figure(Recorder(), static=True, exponent=spec)

@@ -1,11 +1,13 @@
 """Track a model inside someone else's training loop, and send the results to experiment trackers.
 
 * :mod:`spectral_lab.integrations.callbacks` - a PyTorch Lightning callback and a Hugging Face
-  ``TrainerCallback`` (build them with ``tracker.lightning_callback()`` / ``tracker.hf_callback()``);
+  ``TrainerCallback`` (build them with ``tracker.lightning_callback()`` /
+  ``tracker.hf_callback()``);
   one snapshot per optimizer step that is due, on rank 0, sharded weights gathered or refused
   with a message.
 * :mod:`spectral_lab.integrations.sinks` - TensorBoard, Weights & Biases and MLflow, live
-  (``SpectralTracker(model, sinks=[...])``) or for a saved record (``export_to_tensorboard(record, dir)``).
+  (``SpectralTracker(model, sinks=[...])``) or for a saved record (``export_to_tensorboard(record,
+  dir)``).
 
 Nothing here imports a framework at import time: each one is imported when the
 object that needs it is built, and a missing one raises an ImportError that says

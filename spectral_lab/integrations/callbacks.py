@@ -1,4 +1,5 @@
-"""A PyTorch Lightning callback and a Hugging Face ``TrainerCallback`` that drive a :class:`SpectralTracker`.
+"""A PyTorch Lightning callback and a Hugging Face ``TrainerCallback`` that drive a
+:class:`SpectralTracker`.
 
 Build them from the tracker, so that nothing is imported until asked for::
 
@@ -47,14 +48,21 @@ from . import require
 if TYPE_CHECKING:
     from ..tracker import SpectralTracker
 
-__all__ = ["lightning_callback", "hf_callback", "ShardedWeightsError", "full_weights", "find_sharding"]
+__all__ = [
+    "lightning_callback",
+    "hf_callback",
+    "ShardedWeightsError",
+    "full_weights",
+    "find_sharding",
+]
 
 
 class ShardedWeightsError(RuntimeError):
     """The tracked matrices are not whole on this rank and cannot be gathered here."""
 
 
-# ---- sharded weights ----------------------------------------------------------------------------------
+# ---- sharded weights
+# ----------------------------------------------------------------------------------
 
 
 def _parameter(model: nn.Module, ref: MatrixRef) -> tuple[nn.Module, torch.Tensor]:
@@ -96,14 +104,20 @@ def find_sharding(model: nn.Module, refs: list[MatrixRef]) -> tuple[str | None, 
         except AttributeError:  # not this model's matrix: the tracker says so when it reads it
             continue
         if hasattr(param, "ds_numel"):
-            found["deepspeed"][ref.name] = (f"a DeepSpeed ZeRO-3 partition (ds_numel={param.ds_numel}, "
-                                            f"local shape {tuple(param.shape)})")
+            found["deepspeed"][ref.name] = (
+                f"a DeepSpeed ZeRO-3 partition (ds_numel={param.ds_numel}, "
+                f"local shape {tuple(param.shape)})"
+            )
         elif _is_dtensor(param):
-            found["dtensor"][ref.name] = f"a DTensor with placements {tuple(getattr(param, 'placements', ()))}"
+            found["dtensor"][ref.name] = (
+                f"a DTensor with placements {tuple(getattr(param, 'placements', ()))}"
+            )
         else:
             W = matrix_view(ref.param, param, module) if param.numel() else None
             if W is None or tuple(W.shape) != ref.shape:
-                found["local"][ref.name] = f"local shape {tuple(param.shape)}, expected the matrix {ref.shape}"
+                found["local"][ref.name] = (
+                    f"local shape {tuple(param.shape)}, expected the matrix {ref.shape}"
+                )
     for kind, names in found.items():
         if names:
             return kind, names
@@ -114,20 +128,35 @@ def _refusal(kind: str, names: dict[str, str]) -> str:
     listed = "; ".join(f"{name!r} is {why}" for name, why in list(names.items())[:3])
     more = f" (and {len(names) - 3} more)" if len(names) > 3 else ""
     if kind == "deepspeed":
-        return (f"the tracked matrices are sharded by DeepSpeed ZeRO-3 ({listed}{more}), and deepspeed cannot be "
-                "imported to gather them. Install deepspeed in this environment, or train with ZeRO stage 1 or 2, "
-                "which keep whole weights on every rank.")
+        return (
+            f"the tracked matrices are sharded by DeepSpeed ZeRO-3 ({listed}{more}), and "
+            "deepspeed cannot be "
+            "imported to gather them. Install deepspeed in this environment, or train with ZeRO "
+            "stage 1 or 2, "
+            "which keep whole weights on every rank."
+        )
     if kind == "dtensor":
-        return (f"the tracked matrices are DTensors sharded across ranks ({listed}{more}): FSDP2's fully_shard or "
-                "tensor parallelism. No rank holds a whole matrix and spectral_lab does not gather DTensors during "
-                "training. Train with FullyShardedDataParallel (FSDP1), which the callbacks gather with "
-                "summon_full_params, or save full state dicts (torch.distributed.checkpoint.state_dict."
-                "get_model_state_dict with StateDictOptions(full_state_dict=True)) and call tracker.step on an "
-                "unsharded copy of the model loaded from them.")
-    return (f"the tracked matrices are not whole on this rank ({listed}{more}): their parameters are split by a "
-            "sharding scheme spectral_lab does not know. Build the tracker on the unsharded model, and train with "
-            "FullyShardedDataParallel or DeepSpeed ZeRO-3 (gathered by the callbacks), or with a strategy that "
-            "keeps whole weights on every rank (DDP, ZeRO 1 or 2).")
+        return (
+            f"the tracked matrices are DTensors sharded across ranks ({listed}{more}): FSDP2's "
+            "fully_shard or "
+            "tensor parallelism. No rank holds a whole matrix and spectral_lab does not gather "
+            "DTensors during "
+            "training. Train with FullyShardedDataParallel (FSDP1), which the callbacks gather "
+            "with "
+            "summon_full_params, or save full state dicts (torch.distributed.checkpoint.state_dict."
+            "get_model_state_dict with StateDictOptions(full_state_dict=True)) and call "
+            "tracker.step on an "
+            "unsharded copy of the model loaded from them."
+        )
+    return (
+        f"the tracked matrices are not whole on this rank ({listed}{more}): their parameters are "
+        "split by a "
+        "sharding scheme spectral_lab does not know. Build the tracker on the unsharded model, "
+        "and train with "
+        "FullyShardedDataParallel or DeepSpeed ZeRO-3 (gathered by the callbacks), or with a "
+        "strategy that "
+        "keeps whole weights on every rank (DDP, ZeRO 1 or 2)."
+    )
 
 
 @contextmanager
@@ -156,7 +185,8 @@ def full_weights(model: nn.Module, refs: list[MatrixRef], rank0_only: bool = Tru
         raise ShardedWeightsError(_refusal(kind, names))
 
 
-# ---- the part both callbacks share ------------------------------------------------------------------
+# ---- the part both callbacks share
+# ------------------------------------------------------------------
 
 
 def _numbers(values: Mapping | None) -> dict[str, float]:
@@ -185,8 +215,13 @@ class _Snapshots:
     def wants(self, step: int) -> bool:
         return step > self.last and self.tracker.due(step)
 
-    def take(self, step: int, model: nn.Module, is_zero: bool,
-             scalars: Callable[[], dict[str, float]] = dict) -> bool:
+    def take(
+        self,
+        step: int,
+        model: nn.Module,
+        is_zero: bool,
+        scalars: Callable[[], dict[str, float]] = dict,
+    ) -> bool:
         """Snapshot at ``step`` if due and new; returns whether this rank recorded one."""
         step = int(step)
         if not self.wants(step) or self.refused is not None:
@@ -200,12 +235,17 @@ class _Snapshots:
         except ShardedWeightsError as err:
             self.refused = str(err)
             if is_zero:
-                warnings.warn(f"spectral_lab stops tracking at step {step}: {err}", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"spectral_lab stops tracking at step {step}: {err}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return False
         return is_zero
 
 
-# ---- PyTorch Lightning ------------------------------------------------------------------------------
+# ---- PyTorch Lightning
+# ------------------------------------------------------------------------------
 
 
 def _lightning():
@@ -220,7 +260,8 @@ def _lightning():
 
 
 class _LightningHooks:
-    """Snapshots of ``tracker`` at Lightning's optimizer steps (``trainer.global_step``); see the module docstring.
+    """Snapshots of ``tracker`` at Lightning's optimizer steps (``trainer.global_step``); see the
+    module docstring.
 
     Built by :meth:`SpectralTracker.lightning_callback`. Scalars: ``trainer.callback_metrics``
     (what the module logged with ``self.log``) and the step's ``loss``.
@@ -258,9 +299,15 @@ class _LightningHooks:
 @functools.cache
 def _lightning_class() -> type:
     pl = _lightning()
-    return type("SpectralLightningCallback", (_LightningHooks, pl.Callback),
-                {"__module__": __name__, "__qualname__": "SpectralLightningCallback",
-                 "__doc__": _LightningHooks.__doc__})
+    return type(
+        "SpectralLightningCallback",
+        (_LightningHooks, pl.Callback),
+        {
+            "__module__": __name__,
+            "__qualname__": "SpectralLightningCallback",
+            "__doc__": _LightningHooks.__doc__,
+        },
+    )
 
 
 def lightning_callback(tracker: "SpectralTracker"):
@@ -268,11 +315,13 @@ def lightning_callback(tracker: "SpectralTracker"):
     return _lightning_class()(tracker)
 
 
-# ---- Hugging Face Trainer ---------------------------------------------------------------------------
+# ---- Hugging Face Trainer
+# ---------------------------------------------------------------------------
 
 
 class _HFHooks:
-    """Snapshots of ``tracker`` at the HF Trainer's optimizer steps (``state.global_step``); see the module docstring.
+    """Snapshots of ``tracker`` at the HF Trainer's optimizer steps (``state.global_step``); see the
+    module docstring.
 
     Built by :meth:`SpectralTracker.hf_callback`. With ``log_at_snapshots`` (the
     default) the callback asks the Trainer to log at every snapshot step and takes
@@ -299,7 +348,9 @@ class _HFHooks:
         self._pending = None  # a step whose log never came: its weights are gone
         if self.snapshots.wants(step):
             if self.log_at_snapshots:
-                control.should_log = True  # same decision on every rank: the Trainer's log is collective
+                control.should_log = (
+                    True  # same decision on every rank: the Trainer's log is collective
+                )
                 self._pending = step
             else:
                 self.snapshots.take(step, model, state.is_world_process_zero)
@@ -308,7 +359,9 @@ class _HFHooks:
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if self._pending is not None and self._pending == state.global_step:
             self._pending = None
-            self.snapshots.take(state.global_step, model, state.is_world_process_zero, lambda: _numbers(logs))
+            self.snapshots.take(
+                state.global_step, model, state.is_world_process_zero, lambda: _numbers(logs)
+            )
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self._pending is not None:
@@ -321,8 +374,11 @@ class _HFHooks:
 @functools.cache
 def _hf_class() -> type:
     transformers = require("transformers", "hf", "SpectralTracker.hf_callback()")
-    return type("SpectralHFCallback", (_HFHooks, transformers.TrainerCallback),
-                {"__module__": __name__, "__qualname__": "SpectralHFCallback", "__doc__": _HFHooks.__doc__})
+    return type(
+        "SpectralHFCallback",
+        (_HFHooks, transformers.TrainerCallback),
+        {"__module__": __name__, "__qualname__": "SpectralHFCallback", "__doc__": _HFHooks.__doc__},
+    )
 
 
 def hf_callback(tracker: "SpectralTracker", log_at_snapshots: bool = True):

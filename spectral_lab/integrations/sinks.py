@@ -47,7 +47,8 @@ SUMMARY_K = 10  # the paper's scalar summary: mean of the first 10 diagonal entr
 
 
 def snapshot_scalars(record: RunRecord, index: int = -1, top: int = 3) -> dict[str, float]:
-    """The flat scalars of snapshot ``index`` of ``record`` (module docstring), NaN scalars left out.
+    """The flat scalars of snapshot ``index`` of ``record`` (module docstring), NaN scalars left
+    out.
 
     Reads the one snapshot only (not the whole series), so pushing every snapshot
     of a long run stays linear in its length.
@@ -56,7 +57,9 @@ def snapshot_scalars(record: RunRecord, index: int = -1, top: int = 3) -> dict[s
         raise ValueError("the record has no snapshots yet")
     values: dict[str, float] = {}
     for name in record.layers:
-        fields = record._layers[name]  # lists of per-snapshot arrays (same package: no copy of the series)
+        fields = record._layers[
+            name
+        ]  # lists of per-snapshot arrays (same package: no copy of the series)
         S = fields["singular_values"][index]  # (R,)
         for field in ("norm_eff_rank", "stable_rank", "fro_norm"):
             values[f"{field}/{name}"] = float(fields[field][index])
@@ -65,7 +68,9 @@ def snapshot_scalars(record: RunRecord, index: int = -1, top: int = 3) -> dict[s
         agreement = fields["agreement_first"][index]  # (k, k)
         values[f"agreement_first/{name}"] = float(np.diagonal(agreement)[:SUMMARY_K].mean())
     for (prev, nxt), series in zip(record.pairs, record._pairs):
-        values[f"alignment/{prev}-{nxt}"] = float(np.diagonal(series[index])[:SUMMARY_K].mean())  # (k, k)
+        values[f"alignment/{prev}-{nxt}"] = float(
+            np.diagonal(series[index])[:SUMMARY_K].mean()
+        )  # (k, k)
     for name, series in record._scalars.items():
         if np.isfinite(series[index]):
             values[name] = float(series[index])
@@ -99,7 +104,8 @@ class Sink(ABC):
     tracker with the same sinks, and only the one that records (rank 0) opens anything.
 
     Args:
-        prefix: put before every name (``"spectral/"`` keeps these apart from the run's other metrics).
+        prefix: put before every name (``"spectral/"`` keeps these apart from the run's other
+        metrics).
         top: how many of the largest singular values per layer to send.
         figures: at :meth:`finish`, also send the NormEffRank heat map and the
             singular-value trajectories (:mod:`spectral_lab.plotting`).
@@ -116,12 +122,15 @@ class Sink(ABC):
         self.log_scalars({self.prefix + name: value for name, value in values.items()}, step)
 
     def finish(self, record: RunRecord | None = None) -> None:
-        """Send the figures of ``record`` (if ``figures``) and close; calling it again does nothing."""
+        """Send the figures of ``record`` (if ``figures``) and close; calling it again does
+        nothing."""
         if self.closed:
             return
         if self.figures and record is not None and len(record):
             figs = _figures(record, self.top)
-            self.log_figures({self.prefix + name: fig for name, fig in figs.items()}, int(record.steps[-1]))
+            self.log_figures(
+                {self.prefix + name: fig for name, fig in figs.items()}, int(record.steps[-1])
+            )
         self.close()
         self.closed = True
 
@@ -137,12 +146,19 @@ class Sink(ABC):
 
 
 class TensorBoardSink(Sink):
-    """Event files in ``log_dir``, through ``torch.utils.tensorboard.SummaryWriter`` (extra ``tensorboard``).
+    """Event files in ``log_dir``, through ``torch.utils.tensorboard.SummaryWriter`` (extra
+    ``tensorboard``).
 
     Read them with ``tensorboard --logdir <log_dir>``; figures appear under Images.
     """
 
-    def __init__(self, log_dir: str | os.PathLike, prefix: str = "spectral/", top: int = 3, figures: bool = True):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        prefix: str = "spectral/",
+        top: int = 3,
+        figures: bool = True,
+    ):
         super().__init__(prefix, top, figures)
         require("tensorboard", "tensorboard", "TensorBoardSink")
         self.log_dir = str(log_dir)
@@ -182,7 +198,9 @@ class WandbSink(Sink):
     never clash with the step counter of the run's other metrics.
     """
 
-    def __init__(self, run=None, prefix: str = "spectral/", top: int = 3, figures: bool = True, **init_kwargs):
+    def __init__(
+        self, run=None, prefix: str = "spectral/", top: int = 3, figures: bool = True, **init_kwargs
+    ):
         super().__init__(prefix, top, figures)
         require("wandb", "wandb", "WandbSink")
         self.init_kwargs = init_kwargs
@@ -212,7 +230,12 @@ class WandbSink(Sink):
     def log_figures(self, figures, step):
         import wandb
 
-        self.run.log({**{name: wandb.Image(_image(fig)) for name, fig in figures.items()}, self.step_metric: step})
+        self.run.log(
+            {
+                **{name: wandb.Image(_image(fig)) for name, fig in figures.items()},
+                self.step_metric: step,
+            }
+        )
 
     def close(self):
         if self._opened and self._owns:
@@ -220,7 +243,8 @@ class WandbSink(Sink):
 
 
 class MLflowSink(Sink):
-    """MLflow (extra ``mlflow``, the ``mlflow-skinny`` client): metrics into a run, figures as artifacts.
+    """MLflow (extra ``mlflow``, the ``mlflow-skinny`` client): metrics into a run, figures as
+    artifacts.
 
     Logs into ``run_id``, else the active run (``mlflow.start_run()``), else a new
     run in ``experiment`` (created if missing) that :meth:`close` ends.
@@ -229,8 +253,16 @@ class MLflowSink(Sink):
     Metric names keep only the characters MLflow accepts.
     """
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None, run_id: str | None = None,
-                 run_name: str | None = None, prefix: str = "spectral/", top: int = 3, figures: bool = True):
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment: str | None = None,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        prefix: str = "spectral/",
+        top: int = 3,
+        figures: bool = True,
+    ):
         super().__init__(prefix, top, figures)
         require("mlflow", "mlflow", "MLflowSink")
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
@@ -259,8 +291,14 @@ class MLflowSink(Sink):
                 experiment_id = "0"
                 if self.experiment is not None:
                     found = self.client.get_experiment_by_name(self.experiment)
-                    experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
-                self._run_id = self.client.create_run(experiment_id, run_name=self.run_name).info.run_id
+                    experiment_id = (
+                        found.experiment_id
+                        if found
+                        else self.client.create_experiment(self.experiment)
+                    )
+                self._run_id = self.client.create_run(
+                    experiment_id, run_name=self.run_name
+                ).info.run_id
                 self._owns = True
         return self._run_id
 
@@ -285,7 +323,8 @@ class MLflowSink(Sink):
 
 
 def export(record: RunRecord, *sinks: Sink) -> None:
-    """Send every snapshot of a finished ``record`` to each sink, then its figures, and close them."""
+    """Send every snapshot of a finished ``record`` to each sink, then its figures, and close
+    them."""
     if len(record) == 0:
         raise ValueError("the record has no snapshots to export")
     for sink in sinks:
@@ -294,7 +333,9 @@ def export(record: RunRecord, *sinks: Sink) -> None:
         sink.finish(record)
 
 
-def export_to_tensorboard(record: RunRecord, log_dir: str | os.PathLike, **kwargs) -> TensorBoardSink:
+def export_to_tensorboard(
+    record: RunRecord, log_dir: str | os.PathLike, **kwargs
+) -> TensorBoardSink:
     """``export(record, TensorBoardSink(log_dir, **kwargs))``; returns the (closed) sink."""
     sink = TensorBoardSink(log_dir, **kwargs)
     export(record, sink)
@@ -302,14 +343,16 @@ def export_to_tensorboard(record: RunRecord, log_dir: str | os.PathLike, **kwarg
 
 
 def export_to_wandb(record: RunRecord, **kwargs) -> WandbSink:
-    """``export(record, WandbSink(**kwargs))``, e.g. ``project="...", name="..."``; returns the sink."""
+    """``export(record, WandbSink(**kwargs))``, e.g. ``project="...", name="..."``; returns the
+    sink."""
     sink = WandbSink(**kwargs)
     export(record, sink)
     return sink
 
 
 def export_to_mlflow(record: RunRecord, **kwargs) -> MLflowSink:
-    """``export(record, MLflowSink(**kwargs))``; returns the sink (``sink.run_id`` names the run)."""
+    """``export(record, MLflowSink(**kwargs))``; returns the sink (``sink.run_id`` names the
+    run)."""
     sink = MLflowSink(**kwargs)
     export(record, sink)
     return sink
