@@ -20,7 +20,7 @@ import argparse
 import time
 
 import spectral_lab as sl
-from spectral_lab.distributed import train_record
+from spectral_lab.experiments.weight_decay import train_record
 
 
 def seconds(configs, engine: str, workers: int | None) -> float:

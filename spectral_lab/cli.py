@@ -30,10 +30,11 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from .distributed import ENGINES, SweepError
-from .experiments import EXPERIMENTS, coerce_value
+from .config import coerce_value
+from .experiments import EXPERIMENTS
 from .record import RunRecord
 from .runtime import get_device
+from .sweeps import ENGINES, SweepError
 
 __all__ = ["main", "parse_overrides"]
 

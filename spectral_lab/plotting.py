@@ -10,6 +10,7 @@ stay readable when a figure is put on a slide.
 
 from __future__ import annotations
 
+import io
 from typing import Iterable, Sequence
 
 import matplotlib as mpl
@@ -62,8 +63,6 @@ class BookFigure(Figure):
     """
 
     def _repr_png_(self) -> bytes:
-        import io
-
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=STYLE["savefig.dpi"], bbox_inches="tight")
         return buffer.getvalue()

@@ -14,7 +14,7 @@ data after pruning (the paper does); the modular-arithmetic models have none.
 Masks (lottery tickets, SPEC section 2): a mask is a dict ``{param_name: 0/1
 tensor}`` keyed like ``model.named_parameters()`` (``"fc1.weight"``), each of
 the parameter's shape; ``mask * W`` is the pruned matrix, and
-:func:`spectral_lab.supervised.fit` with ``mask=`` keeps it pruned while it
+:func:`spectral_lab.experiments.classifier.fit` with ``mask=`` keeps it pruned while it
 trains. :func:`magnitude_mask` keeps the largest entries (globally over the
 chosen matrices, or per matrix), :func:`random_mask_like` the same number of
 entries per matrix at random places, :func:`apply_mask` makes a pruned copy.
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ from .views import LayerSelector, MatrixRef, find_matrices, select_layers
 
 __all__ = [
     "svd_prune",
+    "svd_pruning_losses",
     "svd_truncate",
     "magnitude_mask",
     "random_mask_like",
@@ -109,6 +110,42 @@ def svd_prune(
         param = getattr(module, ref.param)
         _write_back(param, module, svd_truncate(ref.view(pruned), keep, fraction))
     return pruned
+
+
+PRUNING_PARTS = ("full", "top", "bottom")
+
+
+def svd_pruning_losses(
+    model: nn.Module,
+    evaluate: Callable[[nn.Module], Any],
+    fraction: float = 0.5,
+    layers: LayerSelector = None,
+    refresh: Callable[[nn.Module], None] | None = None,
+    parts: Sequence[str] = PRUNING_PARTS,
+) -> dict[str, Any]:
+    """The SVD pruning test: ``{"full": evaluate(model), "top": ..., "bottom": ...}``.
+
+    ``"top"`` evaluates :func:`svd_prune` ``(model, "top", fraction, layers)``, the
+    model with every selected matrix cut to its top ``ceil(fraction R)`` singular
+    triplets, and ``"bottom"`` the same with the rest. ``evaluate`` returns
+    whatever the caller measures (a loss, or a dict of losses and accuracies).
+    ``refresh(pruned)`` runs on each pruned copy before it is evaluated: models
+    with BatchNorm re-estimate their running statistics there, as the paper does.
+    ``parts`` chooses which of the three to measure. ``model`` is not changed.
+    """
+    unknown = [part for part in parts if part not in PRUNING_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"parts must be some of {PRUNING_PARTS}, got {tuple(parts)}")
+    out = {}
+    for part in parts:
+        if part == "full":
+            out[part] = evaluate(model)
+            continue
+        pruned = svd_prune(model, part, fraction, layers)
+        if refresh is not None:
+            refresh(pruned)
+        out[part] = evaluate(pruned)
+    return out
 
 
 # ---- masks

@@ -17,16 +17,18 @@ import json
 import os
 import platform
 import zipfile
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from .files import atomic_write
 from .spectra import agreement_from_vectors
+from .version import __version__
 
-__all__ = ["RunRecord", "LAYER_FIELDS"]
+__all__ = ["RunRecord", "Snapshot", "LAYER_FIELDS", "plain_config"]
 
 FORMAT = "spectral_lab.RunRecord"
 FORMAT_VERSION = 1
@@ -45,10 +47,6 @@ OPTIONAL_LAYER_FIELDS = ("weights",)  # (T, m, n), only with keep_weights=True
 
 
 def _versions() -> dict[str, str]:
-    import torch
-
-    from . import __version__
-
     return {
         "spectral_lab": __version__,
         "torch": torch.__version__,
@@ -57,7 +55,11 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _plain(config: Any) -> Any:
+def plain_config(config: Any) -> dict:
+    """``asdict(config)`` (or a dict) as plain JSON types, tuples as lists: what a record stores.
+
+    ``None`` gives ``{}``; anything that JSON cannot hold raises ``ValueError``.
+    """
     if config is None:
         return {}
     if is_dataclass(config) and not isinstance(config, type):
@@ -68,6 +70,17 @@ def _plain(config: Any) -> Any:
         raise ValueError(
             f"the config must be a dataclass or a JSON-serialisable dict: {err}"
         ) from err
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One snapshot of a record (:meth:`RunRecord.at`): its step, every layer's fields, the pair
+    alignments and the scalars logged with it (NaN where it logged none)."""
+
+    step: int
+    layers: dict[str, dict[str, np.ndarray]]
+    pairs: dict[tuple[str, str], np.ndarray]
+    scalars: dict[str, float]
 
 
 class RunRecord:
@@ -92,7 +105,7 @@ class RunRecord:
         self.meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "config": _plain(config),
+            "config": plain_config(config),
             "seed": seed,
             "device": str(device),
             "versions": _versions(),
@@ -199,6 +212,19 @@ class RunRecord:
             return self.pairs.index(pair)
         except ValueError:
             raise KeyError(f"pair {pair} is not tracked; pairs: {self.pairs}") from None
+
+    def at(self, index: int) -> Snapshot:
+        """Snapshot ``index`` (negative counts from the end) without stacking the series: what a
+        sink sends as each snapshot is taken, in time linear in the run's length."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"snapshot {index} of a record with {len(self)} snapshots")
+        layers = {
+            name: {field: values[index] for field, values in fields.items()}
+            for name, fields in self._layers.items()
+        }
+        pairs = {pair: values[index] for pair, values in zip(self.pairs, self._pairs)}
+        scalars = {name: float(values[index]) for name, values in self._scalars.items()}
+        return Snapshot(int(self._steps[index]), layers, pairs, scalars)
 
     def index_of(self, step: int) -> int:
         try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 DEVICE_ENV = "SPECTRAL_LAB_DEVICE"
 MODE_ENV = "SPECTRAL_LAB_MODE"
@@ -86,15 +88,53 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def install_hint(extra: str) -> str:
+    """How to add an optional extra, as error messages say it.
+
+    spectral-lab is installed from its repository, not from PyPI (a package of
+    that name there would be someone else's), so the hint is the clone's install.
+    """
+    return f'pip install -e ".[{extra}]" (in a clone of the spectral-lab repository)'
+
+
+def progress_bar(progress: bool | None, total: int, initial: int, desc: str) -> tqdm:
+    """The progress bar of every training loop.
+
+    ``progress=None`` shows it only on a terminal and never under CI (``CI`` set);
+    ``True`` / ``False`` force it on or off.
+    """
+    if progress is None:  # quiet under CI and when stderr is not a terminal (tqdm's disable=None)
+        disable = True if os.environ.get("CI") else None
+    else:
+        disable = not progress
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=disable,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+def runs_dir() -> Path:
+    """The repository's ``runs/`` folder, where paper-scale records are kept, seen from a chapter.
+
+    Chapters execute in ``book/``; scripts and the command line in the repository root.
+    """
+    return Path("../runs") if Path.cwd().name == "book" else Path("runs")
+
+
 def run_mode() -> str:
     """Return ``"quick"`` or ``"full"``: the scale at which chapters run.
 
-    Read from ``SPECTRAL_LAB_MODE``; when unset, ``"full"`` on a CUDA machine
-    and ``"quick"`` otherwise. The book build always sets ``quick``.
+    Read from ``SPECTRAL_LAB_MODE``; ``"quick"`` when it is unset, on any machine.
+    Paper scale takes hours even on a GPU, so a reader opts in explicitly
+    (``SPECTRAL_LAB_MODE=full``); a GPU runtime alone never starts it.
     """
     value = os.environ.get(MODE_ENV, "").strip().lower()
     if not value:
-        return "full" if torch.cuda.is_available() else "quick"
+        return "quick"
     if value not in RUN_MODES:
         raise ValueError(f"{MODE_ENV}={value!r} is not a run mode; set it to 'quick' or 'full'")
     return value

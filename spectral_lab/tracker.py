@@ -12,8 +12,9 @@ and the derived metrics. Usage, in any plain loop::
         tracker.step(step, model, loss=loss.item())
     tracker.record.save("runs/mlp.npz")
 
-In someone else's training loop, a callback drives it: :meth:`SpectralTracker.lightning_callback`
-and :meth:`SpectralTracker.hf_callback` (:mod:`spectral_lab.integrations`). Sinks
+In someone else's training loop, a callback drives it:
+``Trainer(callbacks=[lightning_callback(tracker)])`` or ``hf_callback(tracker)``
+(:mod:`spectral_lab.integrations`; the tracker itself knows no framework). Sinks
 (TensorBoard, W&B, MLflow) receive every snapshot as it is taken.
 
 The tracker attaches nothing to the model (no hooks, no global state): it
@@ -402,29 +403,3 @@ class SpectralTracker:
             self.record.save(self.path)
         for sink in self.sinks:
             sink.finish(self.record)
-
-    def lightning_callback(self):
-        """A PyTorch Lightning callback that drives this tracker:
-        ``Trainer(callbacks=[tracker.lightning_callback()])``.
-
-        One snapshot per optimizer step that is due (``trainer.global_step``, so
-        gradient accumulation does not repeat steps), taken on rank 0; sharded
-        weights gathered or refused with a message; :meth:`close` at the end.
-        Needs ``pip install "spectral-lab[lightning]"`` (details:
-        :mod:`spectral_lab.integrations.callbacks`).
-        """
-        from .integrations.callbacks import lightning_callback
-
-        return lightning_callback(self)
-
-    def hf_callback(self, log_at_snapshots: bool = True):
-        """A Hugging Face ``TrainerCallback`` that drives this tracker:
-        ``Trainer(callbacks=[tracker.hf_callback()])``.
-
-        Snapshots at ``state.global_step`` (optimizer steps), on the main process;
-        with ``log_at_snapshots`` the Trainer also logs at snapshot steps so the
-        record gets its loss. Needs ``pip install "spectral-lab[hf]"``.
-        """
-        from .integrations.callbacks import hf_callback
-
-        return hf_callback(self, log_at_snapshots=log_at_snapshots)

@@ -1,23 +1,22 @@
-"""spectral_lab.architectures and its four models: matrix views, splits, alignment pairs, the
-chapter's claims."""
+"""spectral_lab.experiments.architectures and its four models: matrix views, splits, alignment
+pairs, the chapter's claims."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from spectral_lab.architectures import (
+from spectral_lab.data import grammar_corpus
+from spectral_lab.experiments import EXPERIMENTS
+from spectral_lab.experiments.architectures import (
     CONFIGS,
     ConvNetConfig,
     TransformerConfig,
     UNetConfig,
     alignment_matrices,
     alignment_summary,
-    pruning_losses,
     train_architecture,
 )
-from spectral_lab.data import grammar_corpus
-from spectral_lab.experiments import EXPERIMENTS
 from spectral_lab.models import DigitsCNN, RowLSTM, TinyUNet, TransformerLM
 from spectral_lab.pruning import svd_prune
 from spectral_lab.views import centre_tap, find_matrices, matrix_view, split_gates, split_heads
@@ -219,7 +218,7 @@ def test_pruning_reestimates_batchnorm_and_leaves_the_model_alone():
     config = ConvNetConfig(width=8, steps=30, eval_every=10, track_every=10)
     run = train_architecture(config, progress=False)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    losses = pruning_losses(config, run.model, run.data)
+    losses = config.pruning_losses(run.model, run.data)
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
     pruned = svd_prune(
         run.model, "top"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from spectral_lab import cli
+from spectral_lab.experiments.grokking import checkpoint_path
 from spectral_lab.record import RunRecord
-from spectral_lab.training import checkpoint_path
 
 # a tiny grokking run, made from the quick preset with --set overrides
 TINY = [
@@ -45,8 +45,9 @@ def test_run_load_resume_round_trip(tmp_path, capsys):
     assert status == 0 and "RunRecord(4 snapshots" in stdout
     record = RunRecord.load(out)
     assert record.steps.tolist() == [0, 10, 20, 30]
+    # --set of science fields makes a custom run: never labelled "quick"
     assert (
-        record.meta["preset"] == "quick"
+        record.meta["preset"] == "custom"
         and record.config["p"] == 7
         and record.config["device"] == "cpu"
     )
@@ -153,7 +154,7 @@ def test_sweep_command_without_dask_says_what_to_install(tmp_path, capsys, monke
     status, _, err = run(
         capsys, "sweep", "weight_decay", "--engine", "local", "--out", str(tmp_path), *TINY
     )
-    assert status == cli.USAGE_ERROR and 'pip install "spectral-lab[dask]"' in err
+    assert status == cli.USAGE_ERROR and 'pip install -e ".[dask]"' in err
 
 
 @pytest.mark.parametrize(
@@ -267,8 +268,10 @@ def test_memorization_writes_one_record_per_fraction_and_resumes_run_by_run(tmp_
         *tiny,
     )
     assert status == 0 and stdout.count("final test acc") == 2
-    assert sorted(p.name for p in out.iterdir()) == ["labels_0.npz", "labels_1.npz"]
-    first = RunRecord.load(out / "labels_1.npz")
+    names = sorted(p.name for p in out.iterdir())  # labels_<fraction>-<config key>.npz
+    assert [name.split("-")[0] for name in names] == ["labels_0", "labels_1"]
+    true_labels, random_labels = (out / name for name in names)
+    first = RunRecord.load(random_labels)
     assert first.config["label_noise"] == 1.0 and first.config["dataset"] == "digits"
     status, _, stderr = run(
         capsys,
@@ -283,8 +286,8 @@ def test_memorization_writes_one_record_per_fraction_and_resumes_run_by_run(tmp_
         *tiny,
     )
     assert status == cli.USAGE_ERROR and "already exists: add --resume" in stderr
-    (out / "labels_0.npz").unlink()  # an interrupted sweep: one run is missing
-    before = (out / "labels_1.npz").stat().st_mtime_ns
+    true_labels.unlink()  # an interrupted sweep: one run is missing
+    before = random_labels.stat().st_mtime_ns
     status, _, _ = run(
         capsys,
         "run",
@@ -298,10 +301,8 @@ def test_memorization_writes_one_record_per_fraction_and_resumes_run_by_run(tmp_
         "--resume",
         *tiny,
     )
-    assert status == 0 and (out / "labels_0.npz").exists()
-    assert (
-        out / "labels_1.npz"
-    ).stat().st_mtime_ns == before  # the finished run was kept, not retrained
+    assert status == 0 and (true_labels).exists()
+    assert (random_labels).stat().st_mtime_ns == before  # the finished run was kept, not retrained
 
 
 def test_sweep_connectivity_keeps_one_result_per_job_and_prints_the_table(tmp_path, capsys):

@@ -5,21 +5,19 @@ import pytest
 import torch
 from torch import nn
 
-from spectral_lab.connectivity import (
-    ConnectivityConfig,
+from spectral_lab.data import ClassificationData
+from spectral_lab.experiments.classifier import ClassifierConfig, evaluate_classifier
+from spectral_lab.experiments.connectivity import ConnectivityConfig, perturb, run_connectivity
+from spectral_lab.experiments.interpolation import (
     as_alphas,
     error_barrier,
     interpolate_states,
     interpolation_curve,
     loss_barrier,
-    perturb,
-    run_connectivity,
     singular_vector_agreement,
     sva_score,
 )
-from spectral_lab.data import ClassificationData
 from spectral_lab.models import MLP
-from spectral_lab.supervised import ClassifierConfig, evaluate_classifier
 
 
 def toy_data(
@@ -302,7 +300,7 @@ def test_top_half_pruning_loses_far_less_than_bottom_half(small_run):
 # ---- the grid as jobs: any engine, resumable
 # -------------------------------------------------------
 def test_the_grid_splits_into_independent_jobs():
-    from spectral_lab.connectivity import connectivity_jobs
+    from spectral_lab.experiments.connectivity import connectivity_jobs
 
     config = ConnectivityConfig(trunk_seeds=(0, 5), split_steps=(0, 31, 125), other_seeds=(1,))
     jobs = connectivity_jobs(config)
@@ -324,7 +322,7 @@ def test_local_engine_and_resume_give_the_serial_result(small_run, tmp_path):
     """Two Dask workers, then the store read back: the same barriers and SVA as the serial run."""
     pytest.importorskip(
         "distributed",
-        reason='the local engine needs the [dask] extra: pip install "spectral-lab[dask]"',
+        reason='the local engine needs the [dask] extra: pip install -e ".[dask]"',
     )
     config = ConnectivityConfig.from_dict(small_run.config)
 

@@ -7,21 +7,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral_lab.hessian import (
+from spectral_lab.curvature import (
+    eigh_descending,
+    full_hessian,
+    hessian_vector_product,
+    lanczos_top_eigs,
+    subspace_overlap,
+)
+from spectral_lab.experiments.hessian import (
     HessianConfig,
     bulk_edge_at,
     count_outliers,
-    eigh_descending,
     explicit_g_matrix,
     explicit_hessian,
-    full_hessian,
     gaussian_mixture,
-    hessian_vector_product,
     init_prediction,
     input_subspace,
-    lanczos_top_eigs,
     mixture_loss,
-    subspace_overlap,
     train_mixture,
     weight_alignment,
 )

@@ -17,11 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from spectral_lab import RunRecord, SpectralTracker
-from spectral_lab.integrations import callbacks, sinks
+from spectral_lab.integrations import callbacks, hf_callback, lightning_callback, sinks
 
 N, BATCH = 64, 8  # 8 micro-batches an epoch
 NEEDS = {
-    extra: f'needs the [{extra}] extra: pip install "spectral-lab[{extra}]"'
+    extra: f'needs the [{extra}] extra: pip install -e ".[{extra}]"'
     for extra in ("lightning", "hf", "tensorboard", "wandb", "mlflow")
 }
 
@@ -92,7 +92,7 @@ def test_lightning_one_snapshot_per_optimizer_step_with_accumulation(tmp_path):
     tracker = SpectralTracker(
         module, every=1, top_k=3, keep_weights=True, path=tmp_path / "run.npz"
     )
-    trainer = _fit_lightning(pl, module, tracker.lightning_callback())
+    trainer = _fit_lightning(pl, module, lightning_callback(tracker))
     # 2 epochs x 8 micro-batches / 2 accumulated = 8 optimizer steps; step 0 is the initial weights
     assert trainer.global_step == 8
     np.testing.assert_array_equal(tracker.record.steps, np.arange(9))
@@ -110,7 +110,7 @@ def test_lightning_cadence_counts_optimizer_steps():
     pl = pytest.importorskip("lightning.pytorch", reason=NEEDS["lightning"])
     module = _lightning_module(pl)
     tracker = SpectralTracker(module, every=3, top_k=2)
-    _fit_lightning(pl, module, tracker.lightning_callback(), max_epochs=2, accumulate=2)
+    _fit_lightning(pl, module, lightning_callback(tracker), max_epochs=2, accumulate=2)
     np.testing.assert_array_equal(tracker.record.steps, [0, 3, 6])
 
 
@@ -122,7 +122,7 @@ def test_lightning_callback_records_on_rank_zero_only(tmp_path):
         trainer = SimpleNamespace(
             global_step=0, is_global_zero=rank_zero, callback_metrics={}, accumulate_grad_batches=1
         )
-        callback = tracker.lightning_callback()
+        callback = lightning_callback(tracker)
         callback.on_train_start(trainer, model)
         trainer.global_step = 1
         callback.on_train_batch_end(trainer, model, {"loss": torch.tensor(0.5)}, None, 0)
@@ -178,7 +178,7 @@ def test_hf_trainer_snapshots_at_global_steps_with_accumulation(tmp_path):
         dataloader_num_workers=0,
     )
     trainer = transformers.Trainer(
-        model=model, args=args, train_dataset=_Pairs(), callbacks=[tracker.hf_callback()]
+        model=model, args=args, train_dataset=_Pairs(), callbacks=[hf_callback(tracker)]
     )
     trainer.train()
     assert trainer.state.global_step == 4  # 8 micro-batches / 2
@@ -195,7 +195,7 @@ def test_hf_callback_records_on_the_main_process_only():
     model = mlp()
     tracker = SpectralTracker(model, every=2, top_k=2)
     for main, steps in [(False, []), (True, [0, 2])]:
-        callback = tracker.hf_callback()
+        callback = hf_callback(tracker)
         state = SimpleNamespace(global_step=0, is_world_process_zero=main)
         control = SimpleNamespace(should_log=False)
         callback.on_train_begin(None, state, control, model=model)
@@ -425,11 +425,11 @@ def test_mlflow_metrics_read_back_from_the_file_store(tmp_path, monkeypatch):
     "build, modules, extra",
     [
         (
-            lambda t, d: t.lightning_callback(),
+            lambda t, d: lightning_callback(t),
             ["lightning", "lightning.pytorch", "pytorch_lightning"],
             "lightning",
         ),
-        (lambda t, d: t.hf_callback(), ["transformers"], "hf"),
+        (lambda t, d: hf_callback(t), ["transformers"], "hf"),
         (lambda t, d: sinks.TensorBoardSink(d), ["tensorboard"], "tensorboard"),
         (lambda t, d: sinks.WandbSink(mode="offline", dir=str(d)), ["wandb"], "wandb"),
         (lambda t, d: sinks.MLflowSink(d.as_uri()), ["mlflow"], "mlflow"),
@@ -441,7 +441,7 @@ def test_a_missing_extra_names_the_pip_extra(monkeypatch, tmp_path, build, modul
     callbacks._lightning_class.cache_clear()
     callbacks._hf_class.cache_clear()
     tracker = SpectralTracker(mlp(), every=1)
-    with pytest.raises(ImportError, match=rf'pip install "spectral-lab\[{extra}\]"'):
+    with pytest.raises(ImportError, match=rf'pip install -e "\.\[{extra}\]"'):
         build(tracker, tmp_path)
     callbacks._lightning_class.cache_clear()
     callbacks._hf_class.cache_clear()

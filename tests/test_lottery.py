@@ -1,11 +1,11 @@
-"""Lottery tickets (spectral_lab.lottery): presets, rewinding, masked runs, IMP, and the chapter's
-claim."""
+"""Lottery tickets (spectral_lab.experiments.lottery): presets, rewinding, masked runs, IMP,
+and the chapter's claim."""
 
 import numpy as np
 import pytest
 import torch
 
-from spectral_lab.lottery import (
+from spectral_lab.experiments.lottery import (
     LotteryConfig,
     dense_run,
     iterative_pruning,

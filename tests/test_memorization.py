@@ -1,5 +1,5 @@
-"""Tests for spectral_lab.memorization: the config, the runs, the analyses, and the chapter's claims
-at small scale."""
+"""Tests for spectral_lab.experiments.memorization: the config, the runs, the analyses, and the
+chapter's claims at small scale."""
 
 from dataclasses import asdict
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_lab.memorization import (
+from spectral_lab.experiments.classifier import ClassifierConfig
+from spectral_lab.experiments.memorization import (
     MemorizationConfig,
     fitted_step,
     memorization_outputs,
@@ -19,7 +20,6 @@ from spectral_lab.memorization import (
 )
 from spectral_lab.record import LAYER_FIELDS, RunRecord
 from spectral_lab.spectra import diagonal_mean
-from spectral_lab.supervised import ClassifierConfig
 
 
 # ---- the config
@@ -58,7 +58,7 @@ def test_configs_differ_only_in_the_labels():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(label_fractions=()), "non-empty"),
+        (dict(label_fractions=()), "at least one fraction"),
         (dict(label_fractions=(0.0, 1.5)), r"\[0, 1\]"),
         (dict(label_fractions=(-0.1,)), r"\[0, 1\]"),
         (dict(label_fractions=(0.5, 0.5)), "repeat"),
@@ -108,32 +108,30 @@ def test_runs_share_everything_but_the_labels(tmp_path):
     assert list(records) == [0.0, 1.0]
     true, random = records[0.0], records[1.0]
     assert true.layers == ["fc1", "fc2", "fc3"] and true.pairs == [("fc1", "fc2"), ("fc2", "fc3")]
-    for (
-        name
-    ) in true.layers:  # same initialisation: identical spectra at step 0, different ones after
+    # same initialisation: identical spectra at step 0, different ones after
+    for name in true.layers:
         assert np.array_equal(true.singular_values(name)[0], random.singular_values(name)[0])
     assert not np.allclose(true.singular_values("fc2")[-1], random.singular_values("fc2")[-1])
     assert random.config["label_noise"] == 1.0 and true.config["label_noise"] == 0.0
     assert true.meta["experiment"] == "memorization" and true.meta["label_fractions"] == [0.0, 1.0]
-    assert [p.name for p in memorization_outputs(TINY, tmp_path)] == [
-        "labels_0.npz",
-        "labels_1.npz",
-    ]
+    names = [p.name for p in memorization_outputs(TINY, tmp_path)]
+    assert [name.split("-")[0] for name in names] == ["labels_0", "labels_1"]
+    assert all(name.endswith(".npz") and len(name.split("-")[1]) == 16 + 4 for name in names)
     assert all(p.exists() for p in memorization_outputs(TINY, tmp_path))
 
 
 def test_saved_runs_are_reused_only_when_they_match(tmp_path):
     first = run_memorization(TINY, fractions=[1.0], out=tmp_path, progress=False)[1.0]
-    stamp = record_path(tmp_path, 1.0).stat().st_mtime_ns
+    stamp = record_path(tmp_path, TINY, 1.0).stat().st_mtime_ns
     again = run_memorization(TINY, fractions=[1.0], out=tmp_path, progress=False)[1.0]
-    assert record_path(tmp_path, 1.0).stat().st_mtime_ns == stamp  # loaded, not retrained
+    assert record_path(tmp_path, TINY, 1.0).stat().st_mtime_ns == stamp  # loaded, not retrained
     assert np.array_equal(again.singular_values("fc2"), first.singular_values("fc2"))
     other = TINY.with_overrides(lr=0.05)
     retrained = run_memorization(other, fractions=[1.0], out=tmp_path, progress=False)[1.0]
-    assert (
-        retrained.config["lr"] == 0.05
-    )  # a different config is trained anew and replaces the file
-    assert RunRecord.load(record_path(tmp_path, 1.0)).config["lr"] == 0.05
+    # a different config is trained anew, into its own file; the first one is left as it was
+    assert retrained.config["lr"] == 0.05
+    assert RunRecord.load(record_path(tmp_path, other, 1.0)).config["lr"] == 0.05
+    assert record_path(tmp_path, TINY, 1.0).stat().st_mtime_ns == stamp
 
 
 # ---- the analyses on records whose answer is known

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_lab import prediction as pr
+from spectral_lab.experiments import prediction as pr
 
 
 def gaussian_problem(P=600, M=200, N=20, decay=1.5, noise=0.3, seed=0):

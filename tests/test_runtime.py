@@ -59,7 +59,9 @@ def test_run_mode(monkeypatch):
     monkeypatch.setenv("SPECTRAL_LAB_MODE", " Quick ")
     assert run_mode() == "quick"
     monkeypatch.delenv("SPECTRAL_LAB_MODE")
-    assert run_mode() == ("full" if torch.cuda.is_available() else "quick")
+    assert run_mode() == "quick"  # on a GPU too: paper scale only when asked for
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert run_mode() == "quick"
     monkeypatch.setenv("SPECTRAL_LAB_MODE", "fast")
     with pytest.raises(ValueError, match="set it to 'quick' or 'full'"):
         run_mode()
@@ -77,3 +79,23 @@ def test_import_has_no_side_effects():
         "torch.get_default_dtype() == dtype"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_progress_bar_is_quiet_under_ci_unless_forced(monkeypatch):
+    from spectral_lab.runtime import progress_bar
+
+    monkeypatch.setenv("CI", "true")
+    assert progress_bar(None, 10, 0, "run").disable
+    assert not progress_bar(True, 10, 0, "run").disable
+    monkeypatch.delenv("CI")
+    assert progress_bar(False, 10, 0, "run").disable
+
+
+def test_runs_dir_is_the_repository_runs_folder_from_the_root_and_from_book(tmp_path, monkeypatch):
+    from spectral_lab.runtime import runs_dir
+
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert runs_dir().resolve() == (tmp_path / "runs").resolve()
+    monkeypatch.chdir(tmp_path / "book")
+    assert runs_dir().resolve() == (tmp_path / "runs").resolve()

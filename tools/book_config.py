@@ -9,6 +9,10 @@ of any file in ``spectral_lab/`` (or ``pyproject.toml``) starts a fresh cache,
 and an unchanged tree reuses the last results.
 
 Usage (the Makefile does this): jupyter-book build . --config "$(python tools/book_config.py)"
+
+``python tools/book_config.py --seed-cache DIR`` first puts the notebooks that nbval executed
+and kept in ``DIR`` (see the repository's ``conftest.py``) into that cache, so that ``make test``
+executes every chapter once: nbval runs it, the build renders what nbval saw.
 """
 
 from __future__ import annotations
@@ -32,6 +36,33 @@ def package_hash() -> str:
     return digest.hexdigest()[:12]
 
 
+def seed_cache(cache_path: Path, folder: Path) -> int:
+    """Cache each executed notebook in ``folder`` whose source is unchanged; return the count."""
+    import json
+
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(str(cache_path))
+    seeded = 0
+    for executed in sorted(folder.rglob("*.ipynb")):
+        info = json.loads(executed.with_suffix(".json").read_text())
+        source = ROOT / info["source"]
+        nb = nbformat.read(str(executed), as_version=4)
+        original = nbformat.read(str(source), as_version=4)
+        code = [c.source for c in original.cells if c.cell_type == "code"]
+        if code != [c.source for c in nb.cells if c.cell_type == "code"]:
+            continue  # the chapter changed since nbval ran it: the build executes it
+        for cell, kept in zip(original.cells, nb.cells):
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = kept.outputs, kept.execution_count
+        bundle = CacheBundleIn(original, str(source), data={"execution_seconds": info["seconds"]})
+        cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
+        seeded += 1
+    return seeded
+
+
 def main() -> int:
     mode = os.environ.get("SPECTRAL_LAB_MODE", "").strip().lower() or "auto"
     if mode not in ("quick", "full", "auto"):
@@ -45,6 +76,9 @@ def main() -> int:
     out = ROOT / "_build" / "config" / f"{key}.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, sort_keys=False))
+    if len(sys.argv) == 3 and sys.argv[1] == "--seed-cache":
+        seeded = seed_cache(Path(execute["cache"]), Path(sys.argv[2]))
+        print(f"{seeded} executed notebooks from nbval put in the build's cache", file=sys.stderr)
     print(out)
     return 0
 

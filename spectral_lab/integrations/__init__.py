@@ -1,8 +1,8 @@
 """Track a model inside someone else's training loop, and send the results to experiment trackers.
 
 * :mod:`spectral_lab.integrations.callbacks` - a PyTorch Lightning callback and a Hugging Face
-  ``TrainerCallback`` (build them with ``tracker.lightning_callback()`` /
-  ``tracker.hf_callback()``);
+  ``TrainerCallback`` (``lightning_callback(tracker)`` /
+  ``hf_callback(tracker)``);
   one snapshot per optimizer step that is due, on rank 0, sharded weights gathered or refused
   with a message.
 * :mod:`spectral_lab.integrations.sinks` - TensorBoard, Weights & Biases and MLflow, live
@@ -11,7 +11,7 @@
 
 Nothing here imports a framework at import time: each one is imported when the
 object that needs it is built, and a missing one raises an ImportError that says
-which extra to install (``pip install "spectral-lab[lightning]"``).
+which extra to install (``pip install -e ".[lightning]"`` in a clone of the repository).
 
 Chapter: "Track your own model".
 """
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+from ..runtime import install_hint
 
 __all__ = [
     "require",
@@ -44,8 +46,7 @@ def require(module: str, extra: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
-            f"{what} needs the {module!r} package, which is not installed: "
-            f'pip install "spectral-lab[{extra}]"'
+            f"{what} needs the {module!r} package, which is not installed: {install_hint(extra)}"
         ) from err
 
 

@@ -4,8 +4,8 @@
 Build them from the tracker, so that nothing is imported until asked for::
 
     tracker = SpectralTracker(model, every=100, path="runs/spectra.npz")
-    trainer = lightning.Trainer(callbacks=[tracker.lightning_callback()])
-    trainer = transformers.Trainer(model, args, callbacks=[tracker.hf_callback()])
+    trainer = lightning.Trainer(callbacks=[lightning_callback(tracker)])
+    trainer = transformers.Trainer(model, args, callbacks=[hf_callback(tracker)])
 
 What both guarantee:
 
@@ -256,14 +256,14 @@ def _lightning():
     try:  # the standalone package, same API
         return importlib.import_module("pytorch_lightning")
     except ImportError:
-        return require("lightning.pytorch", "lightning", "SpectralTracker.lightning_callback()")
+        return require("lightning.pytorch", "lightning", "lightning_callback(tracker)")
 
 
 class _LightningHooks:
     """Snapshots of ``tracker`` at Lightning's optimizer steps (``trainer.global_step``); see the
     module docstring.
 
-    Built by :meth:`SpectralTracker.lightning_callback`. Scalars: ``trainer.callback_metrics``
+    Built by :func:`lightning_callback`. Scalars: ``trainer.callback_metrics``
     (what the module logged with ``self.log``) and the step's ``loss``.
     """
 
@@ -323,7 +323,7 @@ class _HFHooks:
     """Snapshots of ``tracker`` at the HF Trainer's optimizer steps (``state.global_step``); see the
     module docstring.
 
-    Built by :meth:`SpectralTracker.hf_callback`. With ``log_at_snapshots`` (the
+    Built by :func:`hf_callback`. With ``log_at_snapshots`` (the
     default) the callback asks the Trainer to log at every snapshot step and takes
     the snapshot when the log arrives, so the record gets the Trainer's ``loss``,
     ``grad_norm`` and ``learning_rate`` at the same step (the Trainer's logged loss
@@ -373,7 +373,7 @@ class _HFHooks:
 
 @functools.cache
 def _hf_class() -> type:
-    transformers = require("transformers", "hf", "SpectralTracker.hf_callback()")
+    transformers = require("transformers", "hf", "hf_callback(tracker)")
     return type(
         "SpectralHFCallback",
         (_HFHooks, transformers.TrainerCallback),

@@ -27,7 +27,9 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from .. import plotting
 from ..record import RunRecord
 from . import require
 
@@ -55,31 +57,25 @@ def snapshot_scalars(record: RunRecord, index: int = -1, top: int = 3) -> dict[s
     """
     if len(record) == 0:
         raise ValueError("the record has no snapshots yet")
+    snapshot = record.at(index)
     values: dict[str, float] = {}
-    for name in record.layers:
-        fields = record._layers[
-            name
-        ]  # lists of per-snapshot arrays (same package: no copy of the series)
-        S = fields["singular_values"][index]  # (R,)
+    for name, fields in snapshot.layers.items():
+        S = fields["singular_values"]  # (R,)
         for field in ("norm_eff_rank", "stable_rank", "fro_norm"):
-            values[f"{field}/{name}"] = float(fields[field][index])
+            values[f"{field}/{name}"] = float(fields[field])
         for i in range(min(top, S.shape[0])):
             values[f"singular_value_{i + 1}/{name}"] = float(S[i])
-        agreement = fields["agreement_first"][index]  # (k, k)
+        agreement = fields["agreement_first"]  # (k, k)
         values[f"agreement_first/{name}"] = float(np.diagonal(agreement)[:SUMMARY_K].mean())
-    for (prev, nxt), series in zip(record.pairs, record._pairs):
-        values[f"alignment/{prev}-{nxt}"] = float(
-            np.diagonal(series[index])[:SUMMARY_K].mean()
-        )  # (k, k)
-    for name, series in record._scalars.items():
-        if np.isfinite(series[index]):
-            values[name] = float(series[index])
+    for (prev, nxt), A in snapshot.pairs.items():  # (k, k)
+        values[f"alignment/{prev}-{nxt}"] = float(np.diagonal(A)[:SUMMARY_K].mean())
+    for name, value in snapshot.scalars.items():
+        if np.isfinite(value):
+            values[name] = value
     return values
 
 
 def _figures(record: RunRecord, top: int) -> dict[str, Any]:
-    from .. import plotting
-
     return {
         "norm_eff_rank_heatmap": plotting.plot_rank_heatmap(record),
         "singular_values": plotting.plot_singular_values(record, top=max(top, 10)),
@@ -88,8 +84,6 @@ def _figures(record: RunRecord, top: int) -> dict[str, Any]:
 
 def _image(fig) -> np.ndarray:
     """A figure rendered to an RGB array ``(H, W, 3)`` of uint8, without pyplot."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -117,7 +111,7 @@ class Sink(ABC):
 
     def push(self, record: RunRecord, index: int = -1) -> None:
         """Send snapshot ``index`` of ``record`` (the tracker calls this after every snapshot)."""
-        step = int(record._steps[index])
+        step = int(record.steps[index])
         values = snapshot_scalars(record, index, self.top)
         self.log_scalars({self.prefix + name: value for name, value in values.items()}, step)
 

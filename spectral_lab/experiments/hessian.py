@@ -27,8 +27,8 @@ With ``D_l = diag(pi_l) - pi_l pi_l^T`` and ``g_l = pi_l - e_{a_l}``:
   an
   outlier of multiplicity ``k - 1`` (:func:`init_prediction`).
 
-For any small network, :func:`full_hessian` builds the whole Hessian with ``torch.func`` and
-:func:`lanczos_top_eigs` finds its top eigenpairs from Hessian-vector products only.
+For any small network, :mod:`spectral_lab.curvature` builds the whole Hessian with
+``torch.func`` and finds its top eigenpairs from Hessian-vector products only.
 
 Chapter: "Hessian outliers along training" (``book/hessian.ipynb``).
 """
@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .experiments import ExperimentConfig
+from ..config import ExperimentConfig
+from ..curvature import eigh_descending, subspace_overlap
 
 __all__ = [
     "MixtureData",
@@ -51,18 +52,12 @@ __all__ = [
     "explicit_hessian",
     "explicit_g_matrix",
     "mixture_loss",
-    "eigh_descending",
     "InitPrediction",
     "init_prediction",
     "bulk_edge_at",
     "count_outliers",
-    "subspace_overlap",
     "input_subspace",
     "weight_alignment",
-    "flat_params",
-    "full_hessian",
-    "hessian_vector_product",
-    "lanczos_top_eigs",
     "HessianConfig",
     "HessianRun",
     "measure",
@@ -206,19 +201,6 @@ def mixture_loss(X: torch.Tensor, data: MixtureData, beta: float = 0.0) -> torch
     return nn.functional.cross_entropy(logits, data.labels) + 0.5 * beta * (X**2).sum()
 
 
-def eigh_descending(M: torch.Tensor, vectors: bool = True):
-    """Eigenvalues of the symmetric ``M``, largest first, and (if ``vectors``) the eigenvectors as
-    columns:
-    ``M @ V == V @ diag(E)``."""
-    M = torch.as_tensor(M, dtype=torch.float64)
-    if M.ndim != 2 or M.shape[0] != M.shape[1]:
-        raise ValueError(f"need a square matrix, got shape {tuple(M.shape)}")
-    if not vectors:
-        return torch.linalg.eigvalsh(M).flip(0)
-    E, V = torch.linalg.eigh(M)
-    return E.flip(0), V.flip(1)
-
-
 # ----------------------------------------------------------------------------- predictions at X = 0
 
 
@@ -289,23 +271,6 @@ def count_outliers(eigenvalues, bulk_edge: float, margin: float = 0.03) -> int:
     return int((np.asarray(eigenvalues) > (1 + margin) * bulk_edge).sum())
 
 
-def subspace_overlap(A, B) -> float:
-    """Mean squared cosine of the principal angles between the column spans of ``A (m, p)`` and ``B
-    (m, q)``.
-
-    ``|Q_A^T Q_B|_F^2 / min(p, q)`` with orthonormal bases ``Q``: 1 when the smaller
-    span lies inside the other, about ``max(p, q) / m`` for random subspaces.
-    """
-    A, B = (torch.as_tensor(M, dtype=torch.float64) for M in (A, B))
-    if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
-        raise ValueError(
-            f"need two matrices with the same number of rows, got {tuple(A.shape)}, "
-            f"{tuple(B.shape)}"
-        )
-    QA, QB = torch.linalg.qr(A)[0], torch.linalg.qr(B)[0]
-    return float((QA.T @ QB).pow(2).sum() / min(A.shape[1], B.shape[1]))
-
-
 def input_subspace(vectors, k: int, rank: int) -> torch.Tensor:
     """The input side of eigenvectors of ``H``: ``(d, rank)`` orthonormal columns.
 
@@ -339,98 +304,6 @@ def weight_alignment(W, vectors, k: int) -> float:
     return subspace_overlap(V_W, input_subspace(vectors, k, k))
 
 
-# ----------------------------------------------------------------------------- any small network
-
-
-def flat_params(model: nn.Module) -> torch.Tensor:
-    """All trainable parameters of ``model`` as one detached vector, in ``named_parameters``
-    order."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
-
-
-def _functional(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]):
-    names = [name for name, p in model.named_parameters() if p.requires_grad]
-    shapes = [p.shape for _, p in model.named_parameters() if p.requires_grad]
-    sizes = [math.prod(s) for s in shapes]
-    if not names:
-        raise ValueError("the model has no trainable parameters")
-
-    class _Call:  # what loss_fn receives: the model with its parameters taken from the given vector
-        def __init__(self, params):
-            self.params = params  # name -> tensor, for penalties such as beta/2 |W|^2
-
-        def __call__(self, *args, **kwargs):
-            return torch.func.functional_call(model, self.params, args, kwargs)
-
-    def f(theta: torch.Tensor) -> torch.Tensor:
-        params = {n: t.reshape(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)}
-        return loss_fn(_Call(params))
-
-    return f
-
-
-def full_hessian(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
-    """The Hessian of ``loss_fn(model)`` in all trainable parameters, ``(P, P)``, by ``torch.func``
-    (reverse over reverse).
-
-    ``loss_fn`` receives a callable standing in for ``model`` (call it on the
-    inputs; its ``.params`` maps parameter names to tensors) and returns a scalar; parameters are
-    ordered as :func:`flat_params`.
-    For a few thousand parameters at most: the matrix has ``P^2`` entries.
-    """
-    theta = flat_params(model)
-    f = _functional(model, loss_fn)
-    H = torch.func.jacrev(torch.func.jacrev(f))(
-        theta
-    )  # reverse over reverse: no forward-mode decompositions
-    return 0.5 * (H + H.T)
-
-
-def hessian_vector_product(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]):
-    """A function ``v -> H v`` for the Hessian of :func:`full_hessian`: the gradient of ``grad L .
-    v``."""
-    theta = flat_params(model)
-    grad = torch.func.grad(_functional(model, loss_fn))
-
-    def hvp(v: torch.Tensor) -> torch.Tensor:
-        v = v.to(theta.dtype)
-        return torch.func.grad(lambda t: torch.dot(grad(t), v))(theta)
-
-    return hvp
-
-
-def lanczos_top_eigs(
-    model: nn.Module,
-    loss_fn: Callable[[nn.Module], torch.Tensor],
-    m: int = 10,
-    tol: float = 1e-8,
-    seed: int = 0,
-):
-    """The ``m`` largest (algebraic) eigenvalues of the Hessian and their eigenvectors ``(P, m)``,
-    largest first.
-
-    Lanczos (``scipy.sparse.linalg.eigsh``) on :func:`hessian_vector_product`: the
-    Hessian is never formed, so this scales to networks whose Hessian does not fit in memory.
-    """
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
-    P = flat_params(model).numel()
-    if not 1 <= m < P:
-        raise ValueError(f"m must lie in [1, {P}) for {P} parameters, got {m}")
-    hvp = hessian_vector_product(model, loss_fn)
-    dtype = flat_params(model).dtype
-
-    def matvec(v):
-        return hvp(torch.from_numpy(np.ascontiguousarray(v).reshape(-1)).to(dtype)).double().numpy()
-
-    v0 = np.random.default_rng(seed).standard_normal(P)
-    E, V = eigsh(
-        LinearOperator((P, P), matvec=matvec, dtype=np.float64), k=m, which="LA", tol=tol, v0=v0
-    )
-    order = np.argsort(E)[::-1]
-    return torch.from_numpy(E[order].copy()), torch.from_numpy(V[:, order].copy())
-
-
 # ----------------------------------------------------------------------------- the experiment
 
 
@@ -439,19 +312,23 @@ class HessianConfig(ExperimentConfig):
     """Softmax regression on a ``k``-class Gaussian mixture, trained by SGD (SPEC section 3b).
 
     ``n`` training and ``n_test`` test samples in ``R^d`` at signal-to-noise ratio
-    ``snr``; penalty ``beta``; SGD with learning rate ``lr`` and batches of
+    ``snr``, classes drawn with ``proportions`` (``()``: equal); penalty ``beta``;
+    SGD with learning rate ``lr`` and batches of
     ``batch_size`` for ``steps`` steps from ``X = 0``; the Hessian spectrum is
     measured at ``spectrum_steps``. Presets: ``quick()`` (SPEC's measured
     setting, seconds on a CPU) and ``full()`` (three times wider and longer).
     """
 
     experiment: ClassVar[str] = "hessian"
+    positive: ClassVar = ("d", "n", "n_test", "batch_size", "steps", "snr", "lr")
+    non_negative: ClassVar = ("beta",)
     preset: str = "custom"
     d: int = 300
     k: int = 4
     n: int = 1000
     n_test: int = 2000
     snr: float = 20.0
+    proportions: tuple[float, ...] = ()  # p_a of each class, summing to 1; () for k equal ones
     beta: float = 1e-3
     lr: float = 0.5
     batch_size: int = 50
@@ -460,14 +337,13 @@ class HessianConfig(ExperimentConfig):
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("d", "n", "n_test", "batch_size", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 2 <= self.k <= self.d:
             raise ValueError(f"k must lie in [2, d={self.d}], got {self.k}")
-        if self.snr <= 0 or self.lr <= 0 or self.beta < 0:
+        shares = self.proportions
+        if shares and (len(shares) != self.k or min(shares) < 0 or abs(sum(shares) - 1) > 1e-9):
             raise ValueError(
-                f"need snr > 0, lr > 0, beta >= 0; got {self.snr}, {self.lr}, {self.beta}"
+                f"proportions must be k={self.k} non-negative numbers summing to 1 "
+                f"(or empty for equal classes), got {shares}"
             )
         if self.batch_size > self.n:
             raise ValueError(f"batch_size {self.batch_size} exceeds n = {self.n}")
@@ -478,8 +354,12 @@ class HessianConfig(ExperimentConfig):
                 f"spectrum_steps must increase within [0, steps={self.steps}], got "
                 f"{self.spectrum_steps}"
             )
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def class_proportions(self) -> np.ndarray:
+        """``p_a`` of each class, ``(k,)``: :attr:`proportions`, or ``1 / k`` each."""
+        shares = self.proportions or (1.0 / self.k,) * self.k
+        return np.asarray(shares, dtype=float)
 
     @property
     def gamma(self) -> float:
@@ -489,12 +369,14 @@ class HessianConfig(ExperimentConfig):
     def make_data(self) -> tuple[MixtureData, MixtureData]:
         """Training and test mixtures (same means, independent samples), deterministic given
         ``seed``."""
-        train = gaussian_mixture(self.n, self.d, self.k, self.snr, seed=self.seed)
-        test = gaussian_mixture(
-            self.n_test, self.d, self.k, self.snr, seed=self.seed
-        )  # same means...
-        rng = np.random.default_rng([self.seed, 1])  # ...new labels and noise
-        labels = torch.from_numpy(rng.choice(self.k, size=self.n_test)).long()
+        shares = self.class_proportions
+        train = gaussian_mixture(self.n, self.d, self.k, self.snr, self.seed, shares)
+        # the same means; new labels and noise
+        test = gaussian_mixture(self.n_test, self.d, self.k, self.snr, self.seed, shares)
+        rng = np.random.default_rng([self.seed, 1])
+        # equal classes draw without p, as before proportions existed: the same test set
+        labels = rng.choice(self.k, size=self.n_test, p=shares if self.proportions else None)
+        labels = torch.from_numpy(labels).long()
         Z = torch.from_numpy(rng.standard_normal((self.n_test, self.d)) / math.sqrt(self.snr))
         test = MixtureData(
             Y=test.means[labels] + Z, labels=labels, means=test.means, Z=Z, snr=self.snr

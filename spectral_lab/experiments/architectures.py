@@ -26,7 +26,7 @@ Each config has ``quick()`` (a share of about 25 s of a 2-core CPU) and
 for all four (minibatches, AdamW or SGD, warm-up and cosine decay, a
 :class:`~spectral_lab.tracker.SpectralTracker` attached from outside); it
 returns an :class:`ArchitectureRun` with the record, the loss history, the
-SVD-pruning losses (:func:`pruning_losses`) and the paper's cross-layer
+SVD-pruning losses (:meth:`ArchitectureConfig.pruning_losses`) and the paper's cross-layer
 alignments at the first and last step (:func:`alignment_matrices`).
 
 Pruning re-estimates BatchNorm running statistics on the training inputs
@@ -51,18 +51,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ClassificationData, Corpus, digits, grammar_corpus
-from .experiments import EXPERIMENTS, Experiment, ExperimentConfig
-from .models import DigitsCNN, RowLSTM, TinyUNet, TransformerLM
-from .pruning import svd_prune
-from .record import RunRecord
-from .runtime import get_device, seed_everything
-from .spectra import alignment, diagonal_mean
-from .supervised import batch_order, evaluate_classifier
-from .tracker import SpectralTracker
-from .training import plain_config, progress_bar
+from ..bookkeeping import History, config_tracker, stamp
+from ..config import Experiment, ExperimentConfig
+from ..data import ClassificationData, Corpus, digits, grammar_corpus
+from ..models import DigitsCNN, RowLSTM, TinyUNet, TransformerLM
+from ..pruning import svd_pruning_losses
+from ..record import RunRecord
+from ..runtime import get_device, progress_bar, seed_everything
+from ..spectra import alignment, diagonal_mean
+from .classifier import batch_order, evaluate_classifier
 
 __all__ = [
+    "EXPERIMENTS",
     "ArchitectureConfig",
     "ConvNetConfig",
     "LSTMConfig",
@@ -71,7 +71,6 @@ __all__ = [
     "CONFIGS",
     "ArchitectureRun",
     "train_architecture",
-    "pruning_losses",
     "alignment_matrices",
     "alignment_summary",
 ]
@@ -92,8 +91,12 @@ class ArchitectureConfig(ExperimentConfig, ABC):
 
     experiment: ClassVar[str] = "architectures"
     kind: ClassVar[str] = ""
-    #: fields that must be positive integers; subclasses add their own
+    # declared rules (see ExperimentConfig); subclasses add their own
+    non_negative: ClassVar = ("weight_decay", "clip")
+    choices: ClassVar = {"optimizer": OPTIMIZERS}
+    multiple_of: ClassVar = {"track_every": "eval_every"}
     positive: ClassVar[tuple[str, ...]] = (
+        "lr",
         "width",
         "batch_size",
         "steps",
@@ -119,26 +122,10 @@ class ArchitectureConfig(ExperimentConfig, ABC):
     device: str = "auto"
 
     def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        for name in self.positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("need lr > 0, weight_decay >= 0, clip >= 0 and momentum in [0, 1)")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not 0 <= self.warmup < self.steps:
             raise ValueError(f"warmup must lie in [0, steps={self.steps}), got {self.warmup}")
-        if self.track_every % self.eval_every:
-            raise ValueError(
-                f"track_every={self.track_every} must be a multiple of eval_every={self.eval_every}"
-            )
-        for name in ("seed", "data_seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"{name} must be a non-negative integer, got {getattr(self, name)}"
-                )
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
@@ -182,6 +169,25 @@ class ArchitectureConfig(ExperimentConfig, ABC):
     @abstractmethod
     def heldout_loss(self, model: nn.Module, data) -> float:
         """The loss on held-out data, the model in eval mode; the same number every call."""
+
+    def pruning_losses(self, model: nn.Module, data, fraction: float = 0.5) -> dict[str, float]:
+        """Held-out loss of ``model`` and of its SVD-pruned copies: ``{"full", "top", "bottom"}``.
+
+        :func:`~spectral_lab.pruning.svd_pruning_losses` with this kind's held-out
+        loss; BatchNorm statistics of each pruned copy are re-estimated on the
+        training inputs first. ``model`` is not changed.
+        """
+        inputs = self.norm_inputs(data)
+
+        def refresh(pruned: nn.Module) -> None:
+            torch.optim.swa_utils.update_bn(inputs, pruned)
+
+        return svd_pruning_losses(
+            model,
+            lambda m: self.heldout_loss(m, data),
+            fraction,
+            refresh=refresh if inputs else None,
+        )
 
     def norm_inputs(self, data) -> list[torch.Tensor]:
         """Input batches for re-estimating BatchNorm statistics after pruning (none: no
@@ -257,7 +263,7 @@ class LSTMConfig(_DigitsClassifier, ArchitectureConfig):
     digits row by row."""
 
     kind: ClassVar[str] = "lstm"
-    positive: ClassVar[tuple[str, ...]] = ArchitectureConfig.positive + ("layers",)
+    positive: ClassVar[tuple[str, ...]] = ("layers",)
     width: int = 64
     layers: int = 2
     lr: float = 3e-3
@@ -286,7 +292,7 @@ class TransformerConfig(ArchitectureConfig):
     """
 
     kind: ClassVar[str] = "transformer"
-    positive: ClassVar[tuple[str, ...]] = ArchitectureConfig.positive + (
+    positive: ClassVar[tuple[str, ...]] = (
         "n_heads",
         "n_layers",
         "context",
@@ -370,7 +376,7 @@ class UNetConfig(_DigitsClassifier, ArchitectureConfig):
     """
 
     kind: ClassVar[str] = "unet"
-    positive: ClassVar[tuple[str, ...]] = ArchitectureConfig.positive + ("eval_levels",)
+    positive: ClassVar[tuple[str, ...]] = ("eval_levels",)
     diffusion_steps: int = 100
     beta_end: float = 0.05
     eval_levels: int = 8
@@ -485,34 +491,13 @@ def alignment_summary(matrices: dict[str, np.ndarray], k: int = 10) -> dict[str,
     return {name: float(np.mean(diagonal_mean(A, k))) for name, A in matrices.items()}
 
 
-@torch.no_grad()
-def pruning_losses(
-    config: ArchitectureConfig, model: nn.Module, data, fraction: float = 0.5
-) -> dict[str, float]:
-    """Held-out loss of ``model`` and of its SVD-pruned copies: ``{"full", "top", "bottom"}``.
-
-    Every weight matrix but the last layer keeps the top ``ceil(fraction R)``
-    singular triplets or the rest (:func:`~spectral_lab.pruning.svd_prune`);
-    BatchNorm statistics are then re-estimated on the training inputs. ``model``
-    is not changed.
-    """
-    out = {"full": config.heldout_loss(model, data)}
-    inputs = config.norm_inputs(data)
-    for keep in ("top", "bottom"):
-        pruned = svd_prune(model, keep, fraction)
-        if inputs:
-            torch.optim.swa_utils.update_bn(inputs, pruned)
-        out[keep] = config.heldout_loss(pruned, data)
-    return out
-
-
 @dataclass
 class ArchitectureRun:
     """What :func:`train_architecture` returns.
 
     ``record`` (spectra every ``track_every`` steps), ``history`` (``step``,
     ``train_loss`` = mean minibatch loss since the previous evaluation,
-    ``test_loss``), ``pruning`` (:func:`pruning_losses`), ``alignment``
+    ``test_loss``), ``pruning`` (:meth:`ArchitectureConfig.pruning_losses`), ``alignment``
     (``{"start": ..., "end": ...}`` of :func:`alignment_matrices`), ``seconds`` of wall time.
     """
 
@@ -561,30 +546,16 @@ def train_architecture(
     seed_everything(config.seed)
     model = config.make_model(data).to(device)
     optimizer = config.make_optimizer(model)
-    tracker = SpectralTracker(
-        model,
-        every=config.track_every,
-        top_k=config.top_k,
-        pairs=model.layer_pairs(),
-        config=config,
-        seed=config.seed,
-    )
-    tracker.record.meta.update(
-        experiment=config.experiment,
-        model=config.kind,
-        preset=config.preset,
-        device=str(device),
-        config=plain_config(config),
-    )
+    tracker = config_tracker(model, config)
+    stamp(tracker.record, config, device, model=config.kind)
     generator = torch.Generator().manual_seed(config.data_seed)
-    history: dict[str, list] = {"step": [], "train_loss": [], "test_loss": []}
+    history = History(("step", "train_loss", "test_loss"))
     aligned = {"start": alignment_matrices(model, config.top_k)}
     window: list[float] = []
 
     def observe(step: int, train_loss: float) -> None:
         test_loss = config.heldout_loss(model, data)
-        for key, value in zip(history, (step, train_loss, test_loss)):
-            history[key].append(value)
+        history.add(step, {"train_loss": train_loss, "test_loss": test_loss})
         if tracker.due(step) or step == config.steps:
             tracker.step(step, model, force=True, train_loss=train_loss, test_loss=test_loss)
         window.clear()
@@ -610,13 +581,11 @@ def train_architecture(
     finally:
         bar.close()
     aligned["end"] = alignment_matrices(model, config.top_k)
-    pruning = pruning_losses(config, model, data)
-    arrays = {
-        k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()
-    }
+    pruning = config.pruning_losses(model, data)
+    arrays = history.arrays()
     record = tracker.record
     record.meta.update(
-        history={k: v.tolist() for k, v in arrays.items()},
+        history=history.lists(),
         pruning=pruning,
         alignment={when: alignment_summary(m, config.top_k) for when, m in aligned.items()},
     )
@@ -627,8 +596,7 @@ def train_architecture(
     )
 
 
-# ---- the command line: python -m spectral_lab run arch_unet --preset full --out runs/unet.npz
-# --------------
+# ---- the command line: python -m spectral_lab run arch_unet --preset full --out runs/unet.npz ---
 def _cli_run(
     config: ArchitectureConfig, out, resume: bool = False, progress: bool | None = None
 ) -> RunRecord:
@@ -637,11 +605,18 @@ def _cli_run(
     return train_architecture(config, out=out, progress=progress).record
 
 
-for _kind, _cls in CONFIGS.items():
-    EXPERIMENTS[f"arch_{_kind}"] = Experiment(
-        _cls,
+def _outputs(config: ArchitectureConfig, out) -> list[Path]:
+    return [Path(out)]
+
+
+#: One command-line experiment per kind: ``arch_convnet``, ``arch_lstm``, ...
+EXPERIMENTS: dict[str, Experiment] = {
+    f"arch_{kind}": Experiment(
+        cls,
         _cli_run,
-        lambda config, out: [Path(out)],
+        _outputs,
         ".npz",
         "the run record (.npz), with pruning losses in its metadata",
     )
+    for kind, cls in CONFIGS.items()
+}

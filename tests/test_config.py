@@ -1,16 +1,13 @@
 import json
-from dataclasses import FrozenInstanceError, asdict
+from dataclasses import FrozenInstanceError, asdict, replace
 
 import pytest
 import torch
 
-from spectral_lab.experiments import (
-    EXPERIMENTS,
-    OBSERVATION_FIELDS,
-    GrokkingConfig,
-    WeightDecaySweep,
-    coerce_value,
-)
+from spectral_lab.config import OBSERVATION_FIELDS, coerce_value
+from spectral_lab.experiments import EXPERIMENTS
+from spectral_lab.experiments.grokking import GrokkingConfig
+from spectral_lab.experiments.weight_decay import WeightDecaySweep
 from spectral_lab.models import ModularMLP, ModularTransformer
 
 
@@ -31,7 +28,7 @@ def test_full_is_the_paper():
         40_000,
     )
     assert config.model == "transformer" and config.scale == "full"
-    assert GrokkingConfig() == GrokkingConfig.full().with_overrides(preset="custom")
+    assert GrokkingConfig() == replace(GrokkingConfig.full(), preset="custom")
 
 
 def test_the_papers_other_rows():
@@ -94,7 +91,7 @@ def test_overrides_are_parsed_and_checked():
     [
         ({"steps": 1.5}, "steps must be an integer"),
         ({"lr": "fast"}, "lr must be a number"),
-        ({"lr": 0.0}, "lr must be positive"),
+        ({"lr": 0.0}, "lr must be a positive number"),
         ({"model": "cnn"}, "model must be one of transformer, mlp"),
         ({"train_fraction": 1.0}, "strictly between 0 and 1"),
         ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
@@ -125,7 +122,7 @@ def test_differences_ignore_how_a_run_was_observed():
     observed = config.with_overrides(device="cuda", track_every=200, eval_every=100, top_k=5)
     assert config.differences(observed) == {}
     assert config.differences(asdict(GrokkingConfig.quick()))  # a quick run is not a full one
-    assert "preset" in config.differences(config.with_overrides(preset="quick"))
+    assert "preset" in config.differences(replace(config, preset="quick"))
 
 
 def test_coerce_value():

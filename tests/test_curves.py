@@ -3,16 +3,16 @@ import math
 import numpy as np
 import pytest
 
-from spectral_lab.analysis import (
+from spectral_lab.curves import (
     curve,
     final_norm_eff_rank,
     halfway_step,
     mean_norm_eff_rank,
     rank_drop_step,
-    sweep_summary,
     time_to_generalize,
     total_weight_norm,
 )
+from spectral_lab.experiments.weight_decay import sweep_summary
 from spectral_lab.record import RunRecord
 
 

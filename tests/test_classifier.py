@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from spectral_lab.data import digits
-from spectral_lab.supervised import ClassifierConfig, batch_order, evaluate_classifier, fit
+from spectral_lab.experiments.classifier import (
+    ClassifierConfig,
+    batch_order,
+    evaluate_classifier,
+    fit,
+)
 
 # digits with a narrow MLP: a whole run of 4 epochs is ~170 steps, well under a second
 TINY = ClassifierConfig(
@@ -127,7 +132,7 @@ def test_evaluate_restores_the_training_mode(data):
         ({"dataset": "cifar"}, "dataset must be one of mnist1d, digits"),
         ({"schedule": "step"}, "schedule must be one of cosine, constant"),
         ({"label_noise": 1.5}, r"label_noise must lie in \[0, 1\]"),
-        ({"hidden": "256,0"}, "hidden widths must be positive"),
+        ({"hidden": "256,0"}, "hidden must be a positive integer"),
         ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
         ({"track_every": 50}, "must be a multiple of eval_every"),
         ({"hidden": "256,2.5"}, "hidden must be an integer"),

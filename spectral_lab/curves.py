@@ -24,7 +24,6 @@ __all__ = [
     "mean_norm_eff_rank",
     "final_norm_eff_rank",
     "total_weight_norm",
-    "sweep_summary",
 ]
 
 
@@ -94,38 +93,3 @@ def final_norm_eff_rank(record: RunRecord) -> dict[str, float]:
 def total_weight_norm(record: RunRecord) -> np.ndarray:
     """``sqrt(sum_l ||W_l||_F^2)`` over all tracked matrices at each snapshot, ``(T,)``."""
     return np.sqrt((record.fro_norm() ** 2).sum(axis=1))
-
-
-def _final_scalar(record: RunRecord, name: str) -> float:
-    values = record.scalars.get(name)
-    return float(values[-1]) if values is not None and values.size else float("nan")
-
-
-def sweep_summary(records: Sequence[RunRecord], threshold: float = 0.95) -> dict[str, np.ndarray]:
-    """One entry per run of a sweep, as plain arrays in the order of ``records``.
-
-    Returns ``weight_decay (n,)``, ``layers (L,)``, ``norm_eff_rank (n, L)``
-    (final, per matrix), ``mean_norm_eff_rank (n,)``, ``weight_norm (n,)``
-    (final, all matrices), ``time_to_generalize (n,)`` (NaN: never reached
-    ``threshold``), and the final ``val_loss``, ``val_acc``,
-    ``val_loss_svd_top`` and ``val_loss_svd_bottom`` ``(n,)``.
-    """
-    if not records:
-        raise ValueError("sweep_summary needs at least one record")
-    layers = records[0].layers
-    if any(r.layers != layers for r in records):
-        raise ValueError("the records of a sweep must track the same matrices")
-    ranks = np.stack([r.norm_eff_rank()[-1] for r in records])  # (n, L)
-    summary = {
-        "weight_decay": np.array(
-            [r.config.get("weight_decay", np.nan) for r in records], dtype=np.float64
-        ),
-        "layers": np.array(layers),
-        "norm_eff_rank": ranks,
-        "mean_norm_eff_rank": ranks.mean(axis=1),
-        "weight_norm": np.array([total_weight_norm(r)[-1] for r in records]),
-        "time_to_generalize": np.array([time_to_generalize(r, threshold) for r in records]),
-    }
-    for name in ("val_loss", "val_acc", "val_loss_svd_top", "val_loss_svd_bottom"):
-        summary[name] = np.array([_final_scalar(r, name) for r in records])
-    return summary

@@ -1,7 +1,7 @@
 """Lottery tickets: masked networks rewound to an early step, seen through their singular vectors.
 
 The experiment of SPEC section 2 (the paper's section 7.2), on the MNIST-1D
-setting of :class:`~spectral_lab.supervised.ClassifierConfig`:
+setting of :class:`~spectral_lab.experiments.classifier.ClassifierConfig`:
 
 1. **Dense run** (:func:`dense_run`): train to the end; keep the model and the
    optimizer state at the rewind step ``k`` (early in training).
@@ -17,7 +17,7 @@ setting of :class:`~spectral_lab.supervised.ClassifierConfig`:
    Carbin 2019): train, prune the smallest surviving weights, rewind to step
    ``k``, and again, ``imp_rounds`` times, ending at density ``keep``.
 
-Everything trains with :func:`~spectral_lab.supervised.fit`; this module only
+Everything trains with :func:`~spectral_lab.experiments.classifier.fit`; this module only
 decides which masks and which starting points. Results are plain: fit
 results (model, record, history), masks, accuracies, agreements.
 
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import ClassificationData
-from .pruning import (
+from ..data import ClassificationData
+from ..pruning import (
     Mask,
     apply_mask,
     layer_densities,
@@ -43,10 +43,10 @@ from .pruning import (
     mask_density,
     random_mask_like,
 )
-from .record import RunRecord
-from .spectra import agreement, diagonal_mean
-from .supervised import ClassifierConfig, FitResult, fit
-from .views import LayerSelector, find_matrices
+from ..record import RunRecord
+from ..spectra import agreement, diagonal_mean
+from ..views import LayerSelector, find_matrices
+from .classifier import ClassifierConfig, FitResult, fit
 
 __all__ = [
     "LotteryConfig",

@@ -10,7 +10,7 @@ singular vectors settle before the others.
 
 * :class:`MemorizationConfig` - the run, and the label fractions to compare
   (``quick()`` for a 2-core CPU, ``full()`` for the paper's 4-layer MLP).
-* :func:`run_memorization` - one :func:`spectral_lab.supervised.fit` per label
+* :func:`run_memorization` - one :func:`~spectral_lab.experiments.classifier.fit` per label
   fraction, everything else equal; returns ``{fraction: RunRecord}``.
 * :func:`middle_layers`, :func:`fitted_step`, :func:`rank_at_fit` - the
   middle-layer NormEffRank once the training set is fitted.
@@ -28,14 +28,18 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from .experiments import EXPERIMENTS, Experiment
-from .record import RunRecord
-from .supervised import ClassifierConfig, fit
+from ..config import Experiment
+from ..record import RunRecord
+from ..sweeps import result_path, sweep
+from .classifier import ClassifierConfig, fit
 
 __all__ = [
     "MemorizationConfig",
     "run_memorization",
     "record_path",
+    "fraction_label",
+    "train_memorization_run",
+    "EXPERIMENT",
     "memorization_outputs",
     "middle_layers",
     "fitted_step",
@@ -48,7 +52,7 @@ __all__ = [
 class MemorizationConfig(ClassifierConfig):
     """The same classifier trained once per fraction of randomized training labels.
 
-    Every field of :class:`~spectral_lab.supervised.ClassifierConfig` describes
+    Every field of :class:`~spectral_lab.experiments.classifier.ClassifierConfig` describes
     each run; ``label_fractions`` lists the fractions of training labels that
     are randomized, one run per fraction (0: the true labels, 1: every label
     permuted; ``label_seed`` fixes which labels and how). ``label_noise`` is
@@ -92,7 +96,8 @@ class MemorizationConfig(ClassifierConfig):
             raise ValueError(f"label_fractions must not repeat a fraction, got {fractions}")
 
     def configs(self, fractions=None) -> list[ClassifierConfig]:
-        """One :class:`~spectral_lab.supervised.ClassifierConfig` per label fraction, everything
+        """One :class:`~spectral_lab.experiments.classifier.ClassifierConfig` per label fraction,
+        everything
         else equal.
 
         ``fractions`` (default: ``label_fractions``) must be a subset of
@@ -163,23 +168,29 @@ class MemorizationConfig(ClassifierConfig):
         return {"quick": cls.quick, "full": cls.full}
 
 
-def record_path(out: str | Path, fraction: float) -> Path:
-    """Where :func:`run_memorization` keeps the record of one label fraction:
-    ``out/labels_<fraction>.npz``."""
-    return Path(out) / f"labels_{float(fraction):g}.npz"
+def fraction_label(config: ClassifierConfig) -> str:
+    """The readable part of a run's file name in an output folder: ``labels_<fraction>``."""
+    return f"labels_{config.label_noise:g}"
+
+
+def record_path(out: str | Path, config: MemorizationConfig, fraction: float) -> Path:
+    """Where :func:`run_memorization` keeps the record of ``fraction`` in the folder ``out``:
+    ``out/labels_<fraction>-<config key>.npz``, the key of that run's whole config
+    (:func:`spectral_lab.sweeps.result_path`), so a record of other settings is never read."""
+    (run_config,) = config.configs([fraction])
+    return result_path(out, run_config, label=fraction_label)
 
 
 def memorization_outputs(config: MemorizationConfig, out: str | Path) -> list[Path]:
     """The files :func:`run_memorization` writes under ``out``, one record per label fraction."""
-    return [record_path(out, f) for f in config.label_fractions]
+    return [record_path(out, config, fraction) for fraction in config.label_fractions]
 
 
-def _matches(record: RunRecord, config: ClassifierConfig) -> bool:
-    return (
-        not config.differences(record.config)
-        and len(record)
-        and int(record.steps[-1]) == config.total_steps(len(config.make_data().train_y))
-    )
+def train_memorization_run(config: ClassifierConfig) -> RunRecord:
+    """One run of the experiment, the ``run`` of its sweep: :func:`fit` without a progress bar."""
+    record = fit(config, progress=False).record
+    record.meta.update(experiment=MemorizationConfig.experiment)
+    return record
 
 
 def run_memorization(
@@ -188,35 +199,29 @@ def run_memorization(
     out: str | Path | None = None,
     progress: bool | None = None,
 ) -> dict[float, RunRecord]:
-    """Train one run per label fraction with :func:`~spectral_lab.supervised.fit`; ``{fraction:
-    record}``.
+    """Train one run per label fraction with :func:`~spectral_lab.experiments.classifier.fit`;
+    returns ``{fraction: record}``.
 
     The runs share the initialisation (``seed``), the minibatch order
     (``data_seed``) and every hyperparameter; only the training labels differ.
     ``fractions`` picks a subset of ``config.label_fractions``. With ``out`` (a
-    folder), a finished record that is already there with the same
-    configuration is loaded instead of trained, and every new one is saved
-    there (:func:`record_path`).
+    folder), the runs go through :func:`spectral_lab.sweep`'s store: a finished
+    record of the same configuration already there is loaded instead of trained,
+    and every new one is saved there as it finishes (:func:`record_path`).
     """
     if not isinstance(config, MemorizationConfig):
         raise TypeError(f"config must be a MemorizationConfig, got {type(config).__name__}")
     chosen = config._check_fractions(fractions)
-    records = {}
-    for fraction, run_config in zip(chosen, config.configs(chosen)):
-        path = None if out is None else record_path(out, fraction)
-        if path is not None and path.exists():
-            record = RunRecord.load(path)
-            if _matches(record, run_config):
-                records[fraction] = record
-                continue
-        record = fit(run_config, progress=progress).record
-        record.meta.update(
-            experiment=config.experiment, label_fractions=list(config.label_fractions)
-        )
-        if path is not None:
-            record.save(path)
-        records[fraction] = record
-    return records
+    records = sweep(
+        config.configs(chosen),
+        train_memorization_run,
+        out_dir=out,
+        progress=progress,
+        label=fraction_label,
+    )
+    for record in records:
+        record.meta.update(label_fractions=list(config.label_fractions))
+    return dict(zip(chosen, records))
 
 
 def middle_layers(record: RunRecord) -> list[str]:
@@ -295,22 +300,18 @@ def settling_steps(
     return out
 
 
-# ---- the command line: python -m spectral_lab run memorization --preset full --out
-# runs/memorization -------
-def _run_for_cli(
-    config: MemorizationConfig, out, resume: bool = False, progress: bool | None = None
-):
-    """With ``--resume`` finished records of the same configuration are kept (the sweep resumes run
-    by run);
-    without it the command line has already checked that ``--overwrite`` was given, so old records
-    go."""
+# ---- the command line: python -m spectral_lab run memorization --out runs/memorization ----------
+def _run_for_cli(config: MemorizationConfig, out, resume: bool = False, progress=None):
+    """With ``--resume`` finished records of the same configuration are kept (the runs resume one
+    by one); without it the command line has already checked that ``--overwrite`` was given, so
+    old records go."""
     if not resume:
         for path in memorization_outputs(config, out):
             path.unlink(missing_ok=True)
     return list(run_memorization(config, out=out, progress=progress).values())
 
 
-EXPERIMENTS["memorization"] = Experiment(
+EXPERIMENT = Experiment(
     MemorizationConfig,
     _run_for_cli,
     memorization_outputs,

@@ -1,6 +1,6 @@
 """Minibatch SGD on a classification set: the loop behind memorization, lottery tickets and LMC.
 
-The grokking loop (:mod:`spectral_lab.training`) is full-batch AdamW; these
+The grokking loop (:mod:`spectral_lab.experiments.grokking`) is full-batch AdamW; these
 chapters follow the paper's image experiments instead: SGD with momentum,
 minibatches, a constant or cosine learning rate. :class:`ClassifierConfig`
 says what to train; :func:`fit` trains it, tracking spectra from outside.
@@ -33,15 +33,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ClassificationData, digits, mnist1d
-from .experiments import ExperimentConfig
-from .models import MLP, CNN1d
-from .record import RunRecord
-from .runtime import get_device, seed_everything
-from .tracker import SpectralTracker
-from .training import loss_and_accuracy, plain_config, progress_bar
+from ..bookkeeping import History, config_tracker, stamp
+from ..config import ExperimentConfig
+from ..data import ClassificationData, digits, mnist1d
+from ..models import MLP, CNN1d
+from ..record import RunRecord
+from ..runtime import get_device, progress_bar, seed_everything
+from ..tracker import SpectralTracker
 
-__all__ = ["ClassifierConfig", "FitResult", "fit", "evaluate_classifier", "batch_order"]
+__all__ = [
+    "ClassifierConfig",
+    "FitResult",
+    "fit",
+    "evaluate_classifier",
+    "loss_and_accuracy",
+    "batch_order",
+]
 
 DATASETS = ("mnist1d", "digits")
 ARCHITECTURES = ("mlp", "cnn")
@@ -63,6 +70,13 @@ class ClassifierConfig(ExperimentConfig):
     """
 
     experiment: ClassVar[str] = "classifier"
+    positive: ClassVar = (
+        *("hidden", "channels", "lr", "batch_size", "epochs"),
+        *("eval_every", "track_every", "top_k"),
+    )
+    non_negative: ClassVar = ("weight_decay",)
+    choices: ClassVar = {"dataset": DATASETS, "model": ARCHITECTURES, "schedule": SCHEDULES}
+    multiple_of: ClassVar = {"track_every": "eval_every"}
     preset: str = "custom"
     dataset: str = "mnist1d"
     label_noise: float = (
@@ -86,41 +100,12 @@ class ClassifierConfig(ExperimentConfig):
     device: str = "auto"
 
     def validate(self) -> None:
-        for name, allowed in (
-            ("dataset", DATASETS),
-            ("model", ARCHITECTURES),
-            ("schedule", SCHEDULES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
-                )
         if not 0.0 <= self.label_noise <= 1.0:
             raise ValueError(
                 f"label_noise must lie in [0, 1] (a fraction of labels), got {self.label_noise}"
             )
-        for name in ("channels", "batch_size", "epochs", "eval_every", "track_every", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if any(width < 1 for width in self.hidden):
-            raise ValueError(f"hidden widths must be positive integers, got {self.hidden}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        for name in ("seed", "data_seed", "label_seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"{name} must be a non-negative integer, got {getattr(self, name)}"
-                )
-        if self.track_every % self.eval_every:
-            raise ValueError(
-                f"track_every={self.track_every} must be a multiple of "
-                f"eval_every={self.eval_every}, "
-                "so that every snapshot carries losses and accuracies measured at its own step"
-            )
 
     # ---- what a run is made of -----------------------------------------------------------------
     def make_data(self) -> ClassificationData:
@@ -209,6 +194,21 @@ class FitResult:
             else "not evaluated"
         )
         return f"FitResult(step {self.step}: {last}; {type(self.model).__name__})"
+
+
+@torch.no_grad()
+def loss_and_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
+) -> tuple[float, float]:
+    """Mean cross-entropy and fraction correct of ``model`` on ``(x, y)``, in chunks of ``chunk``
+    examples (so that a large test set never needs all its logits in memory at once)."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), chunk):
+        logits = model(x[start : start + chunk])  # (n, classes)
+        targets = y[start : start + chunk]
+        total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(dim=-1) == targets).sum())
+    return total_loss / len(y), correct / len(y)
 
 
 @torch.no_grad()
@@ -313,27 +313,17 @@ def fit(
     if isinstance(track, SpectralTracker):
         tracker = track
     elif track:
-        pairs = model.layer_pairs() if hasattr(model, "layer_pairs") else "infer"
-        tracker = SpectralTracker(
-            model,
-            every=config.track_every,
-            top_k=config.top_k,
-            pairs=pairs,
-            config=config,
-            seed=config.seed,
-        )
+        tracker = config_tracker(model, config)
     if tracker is not None:
-        tracker.record.meta.update(
-            experiment=config.experiment,
-            preset=config.preset,
-            device=str(device),
+        stamp(
+            tracker.record,
+            config,
+            device,
             data_seed=order_seed,
             start_step=int(start_step),
             masked=sorted(masked),
         )
-        if not tracker.record.meta.get("config"):
-            tracker.record.meta["config"] = plain_config(config)
-    history = {k: [] for k in HISTORY_FIELDS}
+    history = History(HISTORY_FIELDS)
 
     @torch.no_grad()
     def apply_mask() -> None:
@@ -349,8 +339,7 @@ def fit(
         ):
             return
         scalars = evaluate_classifier(model, data)
-        for k in HISTORY_FIELDS:
-            history[k].append(step if k == "step" else scalars[k])
+        history.add(step, scalars)
         bar.set_postfix(
             loss=f"{scalars['train_loss']:.3g}",
             test_acc=f"{scalars['test_acc']:.3f}",
@@ -387,10 +376,7 @@ def fit(
         bar.close()
     record = None if tracker is None else tracker.record
     if record is not None:
-        record.meta["history"] = history
+        record.meta["history"] = history.lists()
         if out is not None:
             record.save(Path(out))
-    arrays = {
-        k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()
-    }
-    return FitResult(model, record, arrays, optimizer.state_dict(), stop)
+    return FitResult(model, record, history.arrays(), optimizer.state_dict(), stop)

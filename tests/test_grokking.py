@@ -1,20 +1,20 @@
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import spectral_lab.training as training
-from spectral_lab.analysis import mean_norm_eff_rank, time_to_generalize
-from spectral_lab.experiments import GrokkingConfig
+import spectral_lab.experiments.grokking as training
+from spectral_lab.curves import mean_norm_eff_rank, time_to_generalize
+from spectral_lab.experiments.grokking import GrokkingConfig, checkpoint_path, load_or_train, train
 from spectral_lab.models import ModularTransformer
 from spectral_lab.record import RunRecord
 from spectral_lab.runtime import seed_everything
 from spectral_lab.tracker import SpectralTracker
-from spectral_lab.training import checkpoint_path, load_or_train, train
 
-TINY = GrokkingConfig.quick().with_overrides(
+TINY = replace(
+    GrokkingConfig.quick(),
     preset="tiny",
     p=7,
     d_model=8,
@@ -170,7 +170,7 @@ def test_a_quick_record_is_never_shown_as_full(tmp_path, capsys):
     path = tmp_path / "grok.npz"
     train(TINY, progress=False, out=path)
     saved = path.read_bytes()
-    small = TINY.with_overrides(preset="tiny_fallback", steps=10)
+    small = replace(TINY, preset="tiny_fallback", steps=10)
     record = load_or_train(GrokkingConfig.full(), path, fallback=small, progress=False)
     assert record.meta["preset"] == "tiny_fallback" and record.steps[-1] == 10
     assert path.read_bytes() == saved  # the file is left as it is

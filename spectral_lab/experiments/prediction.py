@@ -37,14 +37,16 @@ Chapter: "A spectral theory of neural prediction" (book/prediction.ipynb).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import brentq
 
-from .experiments import ExperimentConfig
+from ..config import ExperimentConfig
+from ..runtime import seed_everything
+from .classifier import ClassifierConfig, fit
 
 __all__ = [
     "Modes",
@@ -63,6 +65,7 @@ __all__ = [
     "cumulative_power",
     "ridge_errors",
     "empirical_learning_curve",
+    "EmpiricalCurve",
     "layer_activations",
     "random_relu_features",
     "brain_responses",
@@ -396,14 +399,39 @@ def _ridge_from_gram(G, Y, train, alpha: float) -> tuple[float, float]:
     )
 
 
+class EmpiricalCurve(NamedTuple):
+    """Measured errors over splits: ``E_g`` and ``E_tr``, each ``(n_splits, len(ps))``.
+
+    It unpacks as ``E_g, E_tr = curve``; :attr:`mean` and :attr:`sem` give, per
+    ``p``, the mean over splits and its standard error (``std(ddof=1) / sqrt(n_splits)``,
+    NaN with one split), for ``E_g`` and ``E_tr`` as ``(2, len(ps))`` arrays.
+    """
+
+    E_g: np.ndarray
+    E_tr: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.stack([self.E_g.mean(axis=0), self.E_tr.mean(axis=0)])
+
+    @property
+    def sem(self) -> np.ndarray:
+        n = self.E_g.shape[0]
+        if n < 2:
+            return np.full((2, self.E_g.shape[1]), np.nan)
+        spread = np.stack([self.E_g.std(axis=0, ddof=1), self.E_tr.std(axis=0, ddof=1)])
+        return spread / np.sqrt(n)
+
+
 def empirical_learning_curve(
     X, Y, ps, alpha: float, n_splits: int = 5, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Measured ``(E_g, E_tr)``, each ``(n_splits, len(ps))``: ridge from ``p`` random stimuli (no
-    repeats).
+) -> EmpiricalCurve:
+    """Measured errors of ridge from ``p`` random stimuli (no repeats), per split and ``p``.
 
-    ``X`` is centred and scaled and ``Y`` centred here, as in :func:`spectral_modes`.
-    Split ``s`` at every ``p`` draws from ``numpy.random.default_rng([seed, s])``.
+    Returns an :class:`EmpiricalCurve`: ``E_g`` and ``E_tr`` ``(n_splits, len(ps))``,
+    with their mean and standard error over splits. ``X`` is centred and scaled
+    and ``Y`` centred here, as in :func:`spectral_modes`. Split ``s`` at every
+    ``p`` draws from ``numpy.random.default_rng([seed, s])``.
     """
     X, Y = center_and_scale(X), _matrix("Y", Y)
     if len(X) != len(Y):
@@ -421,7 +449,7 @@ def empirical_learning_curve(
         for j, p in enumerate(ps):
             train = rng.choice(len(X), int(p), replace=False)
             E_g[s, j], E_tr[s, j] = _ridge_from_gram(gram[:, train], Y, train, alpha)
-    return E_g, E_tr
+    return EmpiricalCurve(E_g, E_tr)
 
 
 # ---- the chapter's setting: stimuli, a "brain", candidate models ---------------------------------
@@ -494,6 +522,11 @@ class PredictionConfig(ExperimentConfig):
     """
 
     experiment: ClassVar[str] = "prediction"
+    positive: ClassVar = (
+        *("hidden", "epochs", "lr", "n_neurons", "n_random", "ps", "n_splits", "p_geometry"),
+    )
+    non_negative: ClassVar = ("brain_seed", "noise", "alpha")
+    choices: ClassVar = {"dataset": ("digits", "mnist1d")}
     preset: str = "custom"
     dataset: str = "digits"
     hidden: tuple[int, ...] = (256, 256)
@@ -509,24 +542,14 @@ class PredictionConfig(ExperimentConfig):
     ps: tuple[int, ...] = (10, 20, 50, 100, 200, 300, 500, 1000)
     n_splits: int = 5
     p_geometry: int = 300
+    device: str = "auto"  # where the networks train; the regressions run in numpy
 
     def validate(self) -> None:
-        if self.dataset not in ("digits", "mnist1d"):
-            raise ValueError(f"dataset must be digits or mnist1d, got {self.dataset!r}")
-        for name in ("epochs", "n_neurons", "n_random", "n_splits", "p_geometry"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if any(w < 1 for w in self.hidden) or not self.hidden:
-            raise ValueError(f"hidden widths must be positive integers, got {self.hidden}")
         if self.brain_layer not in [f"fc{l}" for l in range(1, len(self.hidden) + 1)]:
             raise ValueError(
                 f"brain_layer must name a hidden layer fc1..fc{len(self.hidden)}, "
                 f"got {self.brain_layer!r}"
             )
-        if self.lr <= 0 or self.noise < 0 or self.alpha < 0:
-            raise ValueError("lr must be positive, noise and alpha non-negative")
-        if any(p < 1 for p in self.ps):
-            raise ValueError(f"ps must be positive, got {self.ps}")
 
     @classmethod
     def quick(cls) -> "PredictionConfig":
@@ -553,10 +576,8 @@ class PredictionConfig(ExperimentConfig):
         return {"quick": cls.quick, "full": cls.full}
 
     def classifier(self, seed: int):
-        """The :class:`~spectral_lab.supervised.ClassifierConfig` that trains a network of this
-        setting."""
-        from .supervised import ClassifierConfig
-
+        """The :class:`~spectral_lab.experiments.classifier.ClassifierConfig` that trains a
+        network of this setting, on this config's device."""
         return ClassifierConfig(
             preset=f"{self.preset}/prediction",
             dataset=self.dataset,
@@ -565,7 +586,7 @@ class PredictionConfig(ExperimentConfig):
             lr=self.lr,
             seed=seed,
             track_every=125,
-            device="cpu",
+            device=self.device,
         )
 
 
@@ -579,8 +600,6 @@ def build_models(
     Names: ``"pixels"``, ``"random ReLU"``, ``"untrained fc1"`` ..., ``"trained fc1"`` ....
     ``info`` holds the stimuli, the trained networks and their test accuracies.
     """
-    from .runtime import seed_everything
-    from .supervised import fit
 
     runs = {}
     for role, seed in (("model", config.seed), ("brain", config.brain_seed)):
