@@ -33,7 +33,7 @@ from pathlib import Path
 from .config import coerce_value
 from .experiments import EXPERIMENTS
 from .record import RunRecord
-from .runtime import get_device
+from .runtime import get_device, use_thread_policy
 from .sweeps import ENGINES, SweepError
 
 __all__ = ["main", "parse_overrides"]
@@ -157,10 +157,13 @@ def _config(args: argparse.Namespace):
         raise UsageError("give the device once: either --device or --set device=..., not both")
     overrides.setdefault("device", args.device)
     try:
-        get_device(overrides["device"])
-        return presets[args.preset]().with_overrides(**overrides)
+        device = get_device(overrides["device"])
+        config = presets[args.preset]().with_overrides(**overrides)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if device.type == "cpu":
+        use_thread_policy()  # small models on a CPU: see spectral_lab.runtime.thread_policy
+    return config
 
 
 def _default_out(args: argparse.Namespace) -> Path:

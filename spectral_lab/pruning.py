@@ -47,6 +47,7 @@ __all__ = [
     "mask_density",
     "layer_densities",
     "check_mask",
+    "bind_mask",
 ]
 
 
@@ -319,19 +320,16 @@ def mask_density(mask: Mapping[str, torch.Tensor]) -> float:
     return sum(float(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
 
 
-@torch.no_grad()
-def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
-    """A deep copy of ``model`` with every masked parameter multiplied by its mask; ``model`` is
-    untouched.
+def bind_mask(
+    model: nn.Module, mask: Mapping[str, torch.Tensor]
+) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
+    """``{name: (parameter, mask entry on its device and dtype)}`` for every entry of ``mask``.
 
-    Parameters the mask does not name are copied as they are. Unknown names
-    and mismatched shapes raise ``ValueError``.
+    Unknown parameter names and mismatched shapes raise ``ValueError`` naming them.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     mask = check_mask(mask)
-    pruned = copy.deepcopy(model)
-    params = dict(pruned.named_parameters())
+    params = dict(model.named_parameters())
+    bound = {}
     for name, m in mask.items():
         if name not in params:
             raise ValueError(
@@ -343,5 +341,22 @@ def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
                 f"mask for {name!r} has shape {tuple(m.shape)}, the parameter "
                 f"{tuple(params[name].shape)}"
             )
-        params[name].mul_(m.to(device=params[name].device, dtype=params[name].dtype))
+        param = params[name]
+        bound[name] = (param, m.to(device=param.device, dtype=param.dtype))
+    return bound
+
+
+@torch.no_grad()
+def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A deep copy of ``model`` with every masked parameter multiplied by its mask; ``model`` is
+    untouched.
+
+    Parameters the mask does not name are copied as they are. Unknown names
+    and mismatched shapes raise ``ValueError``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    pruned = copy.deepcopy(model)
+    for param, m in bind_mask(pruned, mask).values():
+        param.mul_(m)
     return pruned

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 DEVICE_ENV = "SPECTRAL_LAB_DEVICE"
 MODE_ENV = "SPECTRAL_LAB_MODE"
+THREADS_ENV = "SPECTRAL_LAB_THREADS"
 RUN_MODES = ("quick", "full")
 
 
@@ -86,6 +87,36 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+def thread_policy() -> int:
+    """CPU threads for torch's kernels on the book's small models: ``SPECTRAL_LAB_THREADS``, else 1.
+
+    The book's models have at most a few million parameters and run kernels of a
+    few microseconds to milliseconds, where a second thread saves little; on a
+    machine busy with other work the threads of one kernel wait for each other,
+    and a chapter that used every core ran 10x slower under load than one that
+    used one (``benchmarks/thread_load.py`` measures it). One thread per process is
+    the policy; run several processes (``spectral_lab.sweep``'s local engine) to
+    use more cores. A GPU run is unaffected.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV}={value!r} must be a positive number of threads")
+    return int(value)
+
+
+def use_thread_policy() -> int:
+    """Apply :func:`thread_policy` to this process (``torch.set_num_threads``); returns the count.
+
+    Every chapter calls it once in its set-up cell, and the command line calls it
+    for CPU runs.
+    """
+    threads = thread_policy()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def install_hint(extra: str) -> str:

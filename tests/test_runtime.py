@@ -99,3 +99,21 @@ def test_runs_dir_is_the_repository_runs_folder_from_the_root_and_from_book(tmp_
     assert runs_dir().resolve() == (tmp_path / "runs").resolve()
     monkeypatch.chdir(tmp_path / "book")
     assert runs_dir().resolve() == (tmp_path / "runs").resolve()
+
+
+def test_thread_policy_is_one_thread_unless_the_environment_says_otherwise(monkeypatch):
+    from spectral_lab.runtime import THREADS_ENV, thread_policy, use_thread_policy
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(THREADS_ENV, raising=False)
+        assert thread_policy() == 1 and use_thread_policy() == 1
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv(THREADS_ENV, "2")
+        assert use_thread_policy() == 2 and torch.get_num_threads() == 2
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv(THREADS_ENV, bad)
+            with pytest.raises(ValueError, match="must be a positive number of threads"):
+                thread_policy()
+    finally:
+        torch.set_num_threads(before)

@@ -37,6 +37,7 @@ from ..bookkeeping import History, config_tracker, stamp
 from ..config import ExperimentConfig
 from ..data import ClassificationData, digits, mnist1d
 from ..models import MLP, CNN1d
+from ..pruning import bind_mask
 from ..record import RunRecord
 from ..runtime import get_device, progress_bar, seed_everything
 from ..tracker import SpectralTracker
@@ -240,26 +241,6 @@ def batch_order(data_seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-def _check_mask(
-    mask: dict[str, torch.Tensor], model: nn.Module, device
-) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
-    params = dict(model.named_parameters())
-    checked = {}
-    for name, m in mask.items():
-        if name not in params:
-            raise ValueError(
-                f"mask names {name!r}, which is not a parameter of {type(model).__name__}; "
-                f"parameters: {', '.join(params)}"
-            )
-        if tuple(m.shape) != tuple(params[name].shape):
-            raise ValueError(
-                f"mask for {name!r} has shape {tuple(m.shape)}, the parameter "
-                f"{tuple(params[name].shape)}"
-            )
-        checked[name] = (params[name], m.to(device=device, dtype=params[name].dtype))
-    return checked
-
-
 def fit(
     config: ClassifierConfig,
     model: nn.Module | None = None,
@@ -307,7 +288,7 @@ def fit(
         # state
         optimizer.load_state_dict(copy.deepcopy(optimizer_state))
     order_seed = config.data_seed if data_seed is None else int(data_seed)
-    masked = _check_mask(mask, model, device) if mask else {}
+    masked = bind_mask(model, mask) if mask else {}
 
     tracker = None
     if isinstance(track, SpectralTracker):
