@@ -28,6 +28,8 @@ more dimensions, named like the tracker names them, a convolution kernel flatten
 :func:`~spectral_lab.views.matrix_view` does. What needs the model's classes: transposed
 convolutions (their kernels are stored ``(c_in, c_out, ...)``), norm layers with 2-D weights, and
 the registration order for ``pairs="infer"`` (safetensors files store names sorted).
+
+Chapter: "Checkpoints and heavy tails" (book/checkpoints.ipynb) analyzes a run's checkpoints.
 """
 
 from __future__ import annotations
