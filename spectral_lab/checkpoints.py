@@ -409,9 +409,10 @@ def analyze(
         except (CheckpointError, ValueError) as err:
             message = str(err) if checkpoint.name in str(err) else f"{checkpoint.name}: {err}"
             if not skip_bad:
-                if tracker is not None and len(tracker.record):
+                kept = ""
+                if tracker is not None and len(tracker.record) and out is not None:
                     _finish(tracker, out, meta)
-                kept = f"; the record so far is saved in {out}" if out is not None else ""
+                    kept = f"; the record so far is saved in {out}"
                 raise CheckpointError(
                     f"{message}{kept}. Rerun with --skip-bad (skip_bad=True) to go past it"
                 ) from err
