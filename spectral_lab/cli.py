@@ -8,6 +8,7 @@
     python -m spectral_lab sweep connectivity --preset full --engine dask --address tcp://host:8786
     --out runs/lmc
     python -m spectral_lab list
+    python -m spectral_lab analyze runs/ckpts --out runs/ckpts.npz   (records from checkpoints)
 
 ``sweep`` runs an experiment made of independent runs through
 :func:`spectral_lab.sweep`: on this process (``serial``), on local worker
@@ -73,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m spectral_lab",
         description="Run the book's experiments and write run records.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,list}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{run,sweep,list,analyze}"
+    )
     run = commands.add_parser("run", help="train an experiment and write its record")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which experiment")
     _add_settings(run)
@@ -107,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         help="resubmissions of a run whose worker died (default 2)",
     )
     commands.add_parser("list", help="list the experiments, their presets and settings")
+    _add_analyze(commands)
     return parser
 
 
@@ -266,6 +270,68 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _add_analyze(commands) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="a record from checkpoints (a folder or glob) or a save_pretrained folder",
+        description="Turn checkpoints into a run record without re-training "
+        "(spectral_lab.checkpoints.analyze). Rerunning with the same --out resumes.",
+    )
+    analyze.add_argument("source", help="a folder, a glob in quotes, or one checkpoint")
+    analyze.add_argument("--out", required=True, help="the record to write (resumed if it exists)")
+    analyze.add_argument(
+        "--model", help="MODULE:FACTORY building the network the checkpoints came from"
+    )
+    analyze.add_argument("--layers", help="a glob of layer names to track (default: all)")
+    analyze.add_argument("--top-k", type=int, default=10, help="singular vectors kept (10)")
+    analyze.add_argument("--no-pairs", action="store_true", help="track no layer alignments")
+    analyze.add_argument("--device", default="cpu", help="where the SVDs run (default cpu)")
+    analyze.add_argument(
+        "--skip-bad", action="store_true", help="report unreadable checkpoints and go on"
+    )
+    analyze.add_argument(
+        "--unsafe-load-pickles",
+        action="store_true",
+        help="also load whole pickled models: this EXECUTES CODE from the files; only for "
+        "files you trust",
+    )
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    import importlib
+
+    from .checkpoints import CheckpointError, analyze
+
+    model = None
+    if args.model:
+        module_name, sep, factory = args.model.partition(":")
+        if not sep or not factory:
+            raise UsageError(f"--model expects MODULE:FACTORY (mypkg.nets:build), got {args.model}")
+        try:
+            model = getattr(importlib.import_module(module_name), factory)
+        except (ImportError, AttributeError) as err:
+            raise UsageError(f"--model {args.model}: {err}") from None
+    try:
+        record = analyze(
+            args.source,
+            model=model,
+            out=args.out,
+            layers=args.layers,
+            pairs=None if args.no_pairs else "infer",
+            top_k=args.top_k,
+            skip_bad=args.skip_bad,
+            unsafe_allow_pickle=args.unsafe_load_pickles,
+            device=args.device,
+        )
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    print(f"{record!r} -> {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m spectral_lab``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -275,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "analyze":
+            return _analyze(args)
         return _run(args, argv)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
