@@ -11,6 +11,8 @@ The package has three wings; each imports only the ones above it.
    * :mod:`~spectral_lab.curves` - what is read from records (time to generalise, rank drop, ...)
    * :mod:`~spectral_lab.pruning` - SVD pruning and weight masks
    * :mod:`~spectral_lab.curvature` - Hessians, Hessian-vector products, Lanczos
+   * :mod:`~spectral_lab.heavy_tail` - power-law alpha, MP spikes: WeightWatcher's lens, over time
+   * :mod:`~spectral_lab.checkpoints` - :func:`analyze`: a record from saved checkpoints
    * :mod:`~spectral_lab.plotting`, :mod:`~spectral_lab.widgets` - figures from records
    * :mod:`~spectral_lab.runtime`, :mod:`~spectral_lab.files` - device, seed, run mode, atomic
      writes
@@ -34,7 +36,8 @@ Importing the package has no side effects: no device probing, no seeding, no
 change of precision.
 """
 
-from . import curves, experiments, integrations, plotting, widgets
+from . import curves, experiments, heavy_tail, integrations, plotting, widgets
+from .checkpoints import analyze
 from .data import (
     ClassificationData,
     Corpus,
@@ -81,7 +84,9 @@ from .widgets import interactive_figure
 __all__ = [
     "__version__",
     # the lens
+    "analyze",
     "curves",
+    "heavy_tail",
     "integrations",
     "plotting",
     "widgets",

@@ -27,6 +27,8 @@ LENS = {
     "widgets",
     "runtime",
     "files",
+    "heavy_tail",
+    "checkpoints",
     "version",
     "curves",
     "curvature",
