@@ -1,6 +1,7 @@
 import json
 from dataclasses import FrozenInstanceError, asdict, replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +165,39 @@ def test_registry():
     assert EXPERIMENTS["weight_decay"].config_class is WeightDecaySweep
     for experiment in EXPERIMENTS.values():
         assert callable(experiment.run) and "quick" in experiment.config_class.presets()
+
+
+def test_numpy_scalars_are_accepted_where_python_numbers_are():
+    config = GrokkingConfig.quick().with_overrides(seed=np.int64(1), lr=np.float32(0.5))
+    assert config.seed == 1 and type(config.seed) is int
+    assert config.lr == 0.5 and type(config.lr) is float
+    assert GrokkingConfig.quick().with_overrides(steps=np.float64(300.0)).steps == 300
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        GrokkingConfig.quick().with_overrides(steps=np.float64(300.5))
+
+
+def test_a_changed_science_field_makes_the_preset_custom_but_a_seed_does_not():
+    quick = GrokkingConfig.quick()
+    assert quick.with_overrides(seed=3).preset == "quick"
+    assert quick.with_overrides(track_every=50, device="cpu").preset == "quick"
+    custom = quick.with_overrides(lr=1e-2)
+    assert custom.preset == "custom" and custom.scale == "custom"
+    with pytest.raises(ValueError, match="preset names a set of values"):
+        quick.with_overrides(preset="full")
+
+
+def test_store_keys_ignore_fields_added_later_while_they_hold_their_defaults():
+    """A sweep store written before track_pruning existed keeps its keys."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from spectral_lab.sweeps import config_key
+
+    config = GrokkingConfig.quick()
+    before = {k: v for k, v in asdict(config).items() if k not in ("device", "track_pruning")}
+    payload = json.dumps({"class": "GrokkingConfig", "config": before}, sort_keys=True, default=str)
+    assert config_key(config) == hashlib.sha256(payload.encode()).hexdigest()[:16]
+    assert config_key(config.with_overrides(track_pruning=False)) != config_key(config)
+    # and a record written before the field existed still matches its config
+    assert not config.differences(before)

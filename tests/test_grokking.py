@@ -225,3 +225,12 @@ def test_top_half_svd_pruning_keeps_the_grokked_solution(quick_runs):
     scalars = quick_runs["wd1"].scalars
     assert scalars["val_acc_svd_top"][-1] >= 0.95
     assert scalars["val_loss_svd_bottom"][-1] > 10 * scalars["val_loss_svd_top"][-1]
+
+
+def test_pruned_losses_can_be_skipped_at_snapshots():
+    record = train(TINY.with_overrides(track_pruning=False), progress=False).record
+    assert not [name for name in record.scalars if "svd" in name]
+    full = train(TINY, progress=False).record
+    assert {"val_loss_svd_top", "val_acc_svd_bottom"} <= set(full.scalars)
+    for name in ("train_loss", "val_acc"):  # the training itself is the same run
+        np.testing.assert_array_equal(record.scalars[name], full.scalars[name])

@@ -5,15 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from spectral_lab.curvature import (
-    eigh_descending,
-    full_hessian,
-    hessian_vector_product,
-    lanczos_top_eigs,
-    subspace_overlap,
-)
+from spectral_lab.curvature import eigh_descending
 from spectral_lab.experiments.hessian import (
     HessianConfig,
     bulk_edge_at,
@@ -79,32 +72,6 @@ def test_explicit_hessian_equals_autograd():
     assert torch.allclose(explicit_hessian(X, data, beta), H_auto, rtol=1e-10, atol=1e-12)
 
 
-def test_full_hessian_and_hvp_on_a_network_match_autograd():
-    data = small_data(n=50, d=6, k=2)
-    torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2)).double()
-    loss_fn = lambda f: F.cross_entropy(f(data.Y), data.labels)  # noqa: E731
-    H = full_hessian(mlp, loss_fn)
-    P = sum(p.numel() for p in mlp.parameters())
-    assert H.shape == (P, P) and torch.allclose(H, H.T)
-    theta = torch.cat([p.detach().reshape(-1) for p in mlp.parameters()]).requires_grad_()
-    shapes = [p.shape for p in mlp.parameters()]
-
-    def loss_of(theta):
-        params = torch.split(theta, [int(np.prod(s)) for s in shapes])
-        W1, b1, W2, b2 = (t.reshape(s) for t, s in zip(params, shapes))
-        return F.cross_entropy(torch.tanh(data.Y @ W1.T + b1) @ W2.T + b2, data.labels)
-
-    H_ref = torch.autograd.functional.hessian(loss_of, theta.detach())
-    assert torch.allclose(H, H_ref, rtol=1e-8, atol=1e-12)
-    v = torch.randn(P, dtype=torch.float64)
-    assert torch.allclose(hessian_vector_product(mlp, loss_fn)(v), H_ref @ v, atol=1e-10)
-    E, V = lanczos_top_eigs(mlp, loss_fn, m=3)
-    E_ref = eigh_descending(H_ref, vectors=False)[:3]
-    assert torch.allclose(E, E_ref, rtol=1e-6, atol=1e-10)
-    assert torch.allclose(H_ref @ V, V * E, atol=1e-6)
-
-
 def test_g_matrix_is_the_second_moment_of_per_sample_gradients():
     data = small_data(n=40, d=5, k=3)
     X = 0.5 * torch.randn(3, 5, dtype=torch.float64)
@@ -165,10 +132,7 @@ def test_init_prediction_formulas_and_threshold():
         init_prediction(-1.0, 300, 1000, [0.5, 0.5])
 
 
-def test_subspace_overlap_and_alignment():
-    A = torch.eye(6, dtype=torch.float64)[:, :2]
-    assert np.isclose(subspace_overlap(A, torch.eye(6, dtype=torch.float64)[:, :3]), 1.0)
-    assert np.isclose(subspace_overlap(A, torch.eye(6, dtype=torch.float64)[:, 2:4]), 0.0)
+def test_input_subspace_and_weight_alignment():
     # eigenvectors whose (k, d) reshapes live in the first k input coordinates
     k, d = 3, 10
     V = torch.zeros(k * d, 2, dtype=torch.float64)
@@ -203,3 +167,21 @@ def test_training_keeps_k_minus_1_outliers_and_aligns():
     assert run.alignment()[-1] > 0.8 and run.test_acc[-1] > 0.95
     again = train_mixture(config)
     assert np.array_equal(run.eigenvalues, again.eigenvalues)  # deterministic
+
+
+def test_the_config_takes_class_proportions_and_keeps_the_equal_case_unchanged():
+    config = HessianConfig.quick().with_overrides(
+        n=2000, d=40, n_test=100, steps=10, spectrum_steps=(0, 10)
+    )
+    shares = (0.55, 0.15, 0.15, 0.15)
+    uneven = config.with_overrides(proportions=shares)
+    train, _ = uneven.make_data()
+    counts = np.bincount(train.labels.numpy(), minlength=4) / train.n
+    np.testing.assert_allclose(counts, shares, atol=0.04)
+    np.testing.assert_allclose(uneven.class_proportions, shares)
+    # no proportions: equal classes, and the very data the chapter always had
+    equal_train, equal_test = config.make_data()
+    old = gaussian_mixture(config.n, config.d, config.k, config.snr, seed=config.seed)
+    assert torch.equal(equal_train.labels, old.labels) and torch.equal(equal_train.Y, old.Y)
+    with pytest.raises(ValueError, match="proportions must be k=4"):
+        config.with_overrides(proportions=(0.5, 0.5))

@@ -141,3 +141,15 @@ def test_theory_within_8_percent_on_the_chapter_setting():
         measured, _ = pr.empirical_learning_curve(X, Y, config.ps, config.alpha, config.n_splits)
         relative = np.abs(theory - measured.mean(0)) / measured.mean(0)
         assert relative.max() < 0.08, (name, relative)
+
+
+def test_empirical_curve_reports_the_standard_error_beside_the_mean():
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((120, 30)), rng.standard_normal((120, 4))
+    curve = pr.empirical_learning_curve(X, Y, [10, 40], 1e-2, n_splits=6)
+    E_g, E_tr = curve  # still unpacks as before
+    assert E_g.shape == E_tr.shape == (6, 2)
+    np.testing.assert_allclose(curve.mean[0], E_g.mean(axis=0))
+    np.testing.assert_allclose(curve.sem[1], E_tr.std(axis=0, ddof=1) / np.sqrt(6))
+    one = pr.empirical_learning_curve(X, Y, [10], 1e-2, n_splits=1)
+    assert np.isnan(one.sem).all()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from spectral_lab.models import ModularTransformer
-from spectral_lab.pruning import svd_prune, svd_truncate
+from spectral_lab.pruning import svd_prune, svd_pruning_losses, svd_truncate
 from spectral_lab.views import find_matrices, matrix_view
 
 
@@ -88,3 +88,23 @@ def test_bad_arguments():
         svd_truncate(W, "top", fraction=1.0)
     with pytest.raises(ValueError, match="single weight matrix"):
         svd_prune(nn.Linear(3, 3))
+
+
+def test_one_pruning_loss_function_for_every_chapter():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.randn(20, 6)
+    refreshed = []
+
+    @torch.no_grad()
+    def evaluate(m):
+        return float(m(x).square().mean())
+
+    losses = svd_pruning_losses(model, evaluate, refresh=refreshed.append)
+    assert set(losses) == {"full", "top", "bottom"} and len(refreshed) == 2
+    assert losses["full"] == evaluate(model)  # the model itself is untouched
+    assert losses["top"] == evaluate(svd_prune(model, "top"))
+    only = svd_pruning_losses(model, evaluate, parts=("bottom",))
+    assert list(only) == ["bottom"] and only["bottom"] == losses["bottom"]
+    with pytest.raises(ValueError, match="parts must be some of"):
+        svd_pruning_losses(model, evaluate, parts=("middle",))

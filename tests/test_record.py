@@ -184,3 +184,17 @@ def test_bad_lookups_say_what_exists(record):
         record.agreement_with("first")
     with pytest.raises(KeyError, match="not tracked"):
         record.alignment(("4", "0"))
+
+
+def test_at_returns_one_snapshot_without_stacking(record):
+    last = record.at(-1)
+    assert last.step == int(record.steps[-1])
+    for name in record.layers:
+        np.testing.assert_array_equal(
+            last.layers[name]["singular_values"], record.singular_values(name)[-1]
+        )
+    for pair in record.pairs:
+        np.testing.assert_array_equal(last.pairs[pair], record.alignment(pair)[-1])
+    assert set(last.scalars) == set(record.scalars)
+    with pytest.raises(IndexError, match="snapshot"):
+        record.at(len(record))
