@@ -1,4 +1,5 @@
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +235,18 @@ def test_pruned_losses_can_be_skipped_at_snapshots():
     assert {"val_loss_svd_top", "val_acc_svd_bottom"} <= set(full.scalars)
     for name in ("train_loss", "val_acc"):  # the training itself is the same run
         np.testing.assert_array_equal(record.scalars[name], full.scalars[name])
+
+
+def test_a_record_written_before_the_layout_move_still_loads_and_matches_its_config():
+    """tests/data/grokking-before-layout.npz was written by the package at 5b333e2 (flat layout)."""
+    path = Path(__file__).parent / "data" / "grokking-before-layout.npz"
+    record = RunRecord.load(path)
+    assert record.meta["experiment"] == "grokking" and record.steps.tolist() == [0, 10, 20]
+    config = GrokkingConfig.from_dict(record.config)  # no track_pruning in it: the default
+    assert config.track_pruning and config.p == 7
+    assert not config.differences(record.config)
+    again = train(replace(config, device="cpu"), progress=False).record
+    for name in record.layers:  # the same run, on this machine
+        np.testing.assert_allclose(
+            again.singular_values(name), record.singular_values(name), rtol=1e-4, atol=1e-6
+        )
