@@ -36,14 +36,32 @@ from torch import nn
 from .record import RunRecord
 from .spectra import (
     _svd_checked,
-    agreement_from_vectors,
-    alignment_from_vectors,
     effective_rank_from_spectrum,
     stable_rank_from_spectrum,
+    top_k_svd,
 )
 from .views import LayerSelector, MatrixRef, find_matrices
 
-__all__ = ["SpectralTracker", "infer_pairs"]
+__all__ = ["SpectralTracker", "infer_pairs", "ROUTES", "snapshot_cost"]
+
+#: How a snapshot decomposes a matrix: ``"full"`` (``torch.linalg.svd``, the reference) or
+#: ``"values+topk"`` (:func:`spectral_lab.spectra.top_k_svd`: ``svdvals`` for every value, a
+#: checked randomized method for the top-k vectors, the full SVD where the check fails).
+ROUTES = ("full", "values+topk")
+
+# "auto" picks values+topk where svdvals saves more than the top-k vectors cost: measured with
+# benchmarks/tracking.py (torch 2.13, CPU), svdvals is 0.5-0.85 of the full SVD and the
+# subspace iteration a few matmuls of width 2k, which pay off from R = min(m, n) ~ 256 on.
+_TOPK_MIN_RANK = 256
+# Cost model for the warning before a slow or large snapshot: the full SVD of an (m, n) matrix
+# takes about m n R "units" at this many units per second per CPU thread (measured: 2.5e9 at
+# 1024^2, 0.8e9 at 4096^2 on this project's CPU; the slower figure is used), and svdvals about
+# this fraction of it.
+_CPU_UNITS_PER_SECOND = 0.8e9
+_CUDA_UNITS_PER_SECOND = 5e10
+_SVDVALS_FRACTION = 0.6
+SLOW_SNAPSHOT_SECONDS = 10.0
+LARGE_SNAPSHOT_BYTES = 512 * 2**20
 
 
 def infer_pairs(refs: list[MatrixRef]) -> list[tuple[str, str]]:
@@ -83,21 +101,93 @@ def _scalar(name: str, value: Any) -> float:
     )
 
 
+def _diverged(step: int, name: str) -> ValueError:
+    return ValueError(
+        f"at step {step}, matrix {name!r} contains NaN or infinite entries: training has diverged "
+        "(lower the learning rate or add gradient clipping); the record so far is kept"
+    )
+
+
 def _check_finite(step: int, views: dict[str, torch.Tensor]) -> None:
     """Refuse a snapshot of diverged weights, naming the first bad matrix (one device sync per
-    device)."""
+    device). Used where the weights are copied for the worker thread; otherwise the check is
+    read from the decomposition (a NaN or inf entry makes the singular values NaN)."""
     by_device: dict[torch.device, list[str]] = defaultdict(list)
     for name, W in views.items():
         by_device[W.device].append(name)
     for names in by_device.values():
         finite = torch.stack([torch.isfinite(views[n]).all() for n in names]).tolist()
-        if not all(finite):
-            bad = [n for n, ok in zip(names, finite) if not ok]
-            raise ValueError(
-                f"at step {step}, matrix {bad[0]!r} contains NaN or infinite entries: training "
-                "has diverged "
-                "(lower the learning rate or add gradient clipping); the record so far is kept"
+        for name, ok in zip(names, finite):
+            if not ok:
+                raise _diverged(step, name)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_route(shape: tuple[int, int], top_k: int) -> str:
+    """The faster route for one ``(m, n)`` matrix keeping ``top_k`` vectors (see :data:`ROUTES`)."""
+    R = min(shape)
+    k = min(top_k, R)
+    return "values+topk" if R >= _TOPK_MIN_RANK and 4 * (k + max(10, k)) <= R else "full"
+
+
+def snapshot_cost(
+    shapes: Iterable[tuple[int, int]],
+    route: str | dict = "full",
+    device: str | torch.device = "cpu",
+    threads: int = 1,
+    itemsize: int = 4,
+) -> tuple[float, float]:
+    """Estimated ``(seconds, peak bytes)`` of one snapshot of matrices of these shapes.
+
+    A rough model (module constants, measured on a CPU): the full SVD of an ``(m, n)``
+    matrix costs ``m n R`` units, ``svdvals`` about 0.6 of it; memory is the matrix, its copy
+    in the decomposition, ``U``, ``Vh`` and LAPACK's ``~4 R^2`` workspace.
+    """
+    rate = (
+        _CUDA_UNITS_PER_SECOND
+        if torch.device(device).type == "cuda"
+        else _CPU_UNITS_PER_SECOND * max(1, threads)
+    )
+    seconds = peak = 0.0
+    for i, (m, n) in enumerate(shapes):
+        R = min(m, n)
+        chosen = route if isinstance(route, str) else list(route.values())[i]
+        factor = _SVDVALS_FRACTION if chosen == "values+topk" else 1.0
+        seconds += factor * m * n * R / rate
+        peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
+    return seconds, peak
+
+
+def _uninitialised(model: nn.Module) -> list[str]:
+    lazy = nn.parameter.UninitializedParameter
+    return [name for name, p in model.named_parameters() if isinstance(p, lazy)]
+
+
+def _translate_tied(model: nn.Module, layers: LayerSelector) -> LayerSelector:
+    """Names of tied weights under their first name: ``find_matrices`` lists a shared parameter
+    once, under the first name ``named_modules`` gives it."""
+    if layers is None or isinstance(layers, str) or callable(layers):
+        return layers
+    first: dict[int, str] = {}
+    alias: dict[str, str] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for param_name, param in module.named_parameters(recurse=False):
+            layer = (
+                module_name
+                if param_name == "weight" and module_name
+                else (f"{module_name}.{param_name}" if module_name else param_name)
             )
+            if id(param) in first and first[id(param)] != layer:
+                alias[layer] = first[id(param)]
+            first.setdefault(id(param), layer)
+    wanted = list(layers)
+    return [alias.get(w, w) if isinstance(w, str) else w for w in wanted]
 
 
 class SpectralTracker:
@@ -107,8 +197,12 @@ class SpectralTracker:
         model: the network; its matrices are found with :func:`find_matrices`.
         every: snapshot when ``step % every == 0``, or a collection of steps.
         top_k: how many leading singular vectors to keep per matrix (alignment
-            and agreement are computed on these).
+            and agreement are computed on these). A matrix of rank ``R < top_k``
+            keeps ``R`` (the clamp is silent unless it applies to every matrix,
+            which warns once).
         layers: ``None`` (all), a glob, a list of names, or ``f(name, param)``.
+            Tied (shared) weights are tracked once, under their first name;
+            selecting one by its second name selects it under the first.
         pairs: ``"infer"`` (consecutive feed-forward layers, see
             :func:`infer_pairs`), ``None`` for none, or ``[(prev, next), ...]``.
         keep_weights: also keep a float32 CPU copy of every matrix at every
@@ -119,19 +213,34 @@ class SpectralTracker:
             MLflow: :mod:`spectral_lab.integrations.sinks`); more with :meth:`add_sink`.
         path: where :meth:`close` saves the record (the training callbacks call
             it at the end of training); ``None`` keeps it in memory only.
+        route: how each matrix is decomposed (:data:`ROUTES`): ``"auto"`` (default)
+            picks per shape and ``top_k`` (:func:`choose_route`): ``"values+topk"``
+            from rank 256 on, ``"full"`` below. The record's metadata keeps the route
+            of every layer (``svd_routes``) and the steps where ``values+topk`` fell
+            back to the full SVD (``svd_fallbacks``); a resumed record keeps its
+            routes, and an explicit route that differs from them is refused.
         background: decompose on a worker thread while training goes on. The
             weights are copied (and checked for NaN) at the step itself; the SVDs
-            run on the copies, so the record is the same as without it. Worth it
-            on a CPU with a core to spare, where it hides most of a snapshot's
-            cost. :attr:`record` (and :meth:`save`, :meth:`flush`, :meth:`close`)
-            waits for the snapshots in flight; an error in one is raised there
-            or at the next snapshot. Sinks are then called from the worker thread.
-            On a CPU it needs a core that training leaves free: with torch using
-            every core, the two threads' thread pools fight over them (measured
-            3.4x slower training on 2 cores), and the tracker warns.
+            run on the copies, so the record is the same as without it. The worker
+            sets its own torch thread count (thread pools are per thread) to the
+            cores training leaves free: ``cores - torch.get_num_threads()`` of the
+            creating thread, at least 1 (so with torch on every core the two share
+            one and the tracker warns). At most ``max_in_flight`` snapshots wait for
+            the worker, each holding a copy of the weights: a further snapshot
+            *blocks* the training step until the oldest is recorded, so memory
+            stays bounded and no snapshot is skipped. :attr:`record` (and
+            :meth:`save`, :meth:`flush`, :meth:`close`) waits for the snapshots in
+            flight; an error in one is raised there or at the next snapshot. Sinks
+            are then called from the worker thread.
+        max_in_flight: the bound above (default 2).
 
-    Matrices of equal shape, dtype and device are decomposed in one batched
-    ``torch.linalg.svd`` call on the device they live on.
+    Matrices of equal shape, dtype, device and route are decomposed in one batched
+    call on the device they live on; one copy to the host per snapshot brings back
+    every result. All-zero matrices are recorded with ranks 0 (their effective and stable
+    ranks have no limit there) and whatever orthonormal vectors the SVD returns.
+    Before the first snapshot the tracker warns once if one will be slow (over
+    :data:`SLOW_SNAPSHOT_SECONDS` by :func:`snapshot_cost`) or large (over
+    :data:`LARGE_SNAPSHOT_BYTES`), with the estimate and the cheaper route.
     """
 
     def __init__(
@@ -148,30 +257,60 @@ class SpectralTracker:
         sinks: Iterable = (),
         path: str | Path | None = None,
         background: bool = False,
+        route: str = "auto",
+        max_in_flight: int = 2,
     ):
         self.every = _check_every(every)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if route != "auto" and route not in ROUTES:
+            raise ValueError(f"route must be 'auto' or one of {ROUTES}, got {route!r}")
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
         self.top_k = int(top_k)
         self.keep_weights = bool(keep_weights)
-        self.refs = find_matrices(model, layers)
+        lazy = _uninitialised(model)
+        if lazy:
+            raise ValueError(
+                f"{lazy[0]!r} is an uninitialised lazy parameter (nn.LazyLinear and friends): its "
+                "shape is unknown until the first forward pass; run one batch through the model "
+                "before creating the tracker"
+            )
+        self.refs = find_matrices(model, _translate_tied(model, layers))
         self._by_name = {ref.name: ref for ref in self.refs}
+        device = self._check_weights(model)
         self.pairs = self._resolve_pairs(pairs)
-        device = next(model.parameters()).device
         shapes = {ref.name: ref.shape for ref in self.refs}
+        if route == "auto" and record is not None and "svd_routes" in record.meta:
+            self.routes = dict(record.meta["svd_routes"])
+        elif route == "auto" and record is not None:
+            self.routes = dict.fromkeys(shapes, "full")  # format-1 records: the full SVD
+        else:
+            self.routes = {
+                n: choose_route(s, self.top_k) if route == "auto" else route
+                for n, s in shapes.items()
+            }
         if record is None:
             record = RunRecord(
                 shapes, self.top_k, self.pairs, config=config, seed=seed, device=str(device)
             )
         else:
             self._check_resumable(record, shapes)
+        record.meta["svd_routes"] = dict(self.routes)
+        fallbacks = record.meta.setdefault("svd_fallbacks", {})
+        for name, chosen in self.routes.items():
+            if chosen == "values+topk":
+                fallbacks.setdefault(name, [])
         self._record = record
+        self._last_step = int(record.steps[-1]) if len(record) else None
         self.background = bool(background)
-        if (
-            self.background
-            and device.type == "cpu"
-            and torch.get_num_threads() >= (os.cpu_count() or 1)
-        ):
+        self.max_in_flight = max_in_flight
+        self.worker_threads = max(1, _cores() - torch.get_num_threads())
+        if self.background and device.type == "cpu" and torch.get_num_threads() >= _cores():
             warnings.warn(
                 f"background=True on a CPU where torch uses all {torch.get_num_threads()} cores: "
                 "the tracker's thread "
@@ -181,9 +320,9 @@ class SpectralTracker:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        self._warn_if_costly(device, stacklevel=2)
         self._worker: ThreadPoolExecutor | None = None
         self._in_flight: list[Future] = []
-        self._first: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.sinks: list = []
         for sink in sinks:
             self.add_sink(sink)
@@ -191,9 +330,10 @@ class SpectralTracker:
 
     def __repr__(self) -> str:
         every = self.every if isinstance(self.every, int) else f"{len(self.every)} steps"
+        routes = sorted(set(self.routes.values()))
         return (
             f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={self.top_k}, "
-            f"pairs={len(self.pairs)}, snapshots={len(self.record)})"
+            f"pairs={len(self.pairs)}, route={'/'.join(routes)}, snapshots={len(self.record)})"
         )
 
     @property
@@ -208,6 +348,57 @@ class SpectralTracker:
         in_flight, self._in_flight = self._in_flight, []
         for future in in_flight:
             future.result()
+
+    def _check_weights(self, model: nn.Module) -> torch.device:
+        """The device the tracked weights live on, after refusing what cannot be decomposed."""
+        views = {ref.name: ref.view(model) for ref in self.refs}
+        for name, W in views.items():
+            if W.device.type == "meta":
+                raise ValueError(
+                    f"matrix {name!r} is on the meta device (a shape without values): materialise "
+                    "the model first, e.g. model.to_empty(device='cpu') and initialise or load "
+                    "its weights, then create the tracker"
+                )
+            if W.is_complex():
+                raise ValueError(
+                    f"matrix {name!r} is complex ({W.dtype}); the tracker handles real weight "
+                    "matrices only: leave it out with layers=..."
+                )
+            if W.numel() == 0:
+                raise ValueError(
+                    f"matrix {name!r} is empty (shape {tuple(W.shape)}): it has no spectrum; "
+                    "leave it out with layers=..."
+                )
+        largest = max(min(ref.shape) for ref in self.refs)
+        if self.top_k > largest:
+            warnings.warn(
+                f"top_k={self.top_k} is above the rank of every tracked matrix (the largest is "
+                f"{largest}): each keeps min(top_k, rank) singular vectors",
+                UserWarning,
+                stacklevel=3,
+            )
+        return next(iter(views.values())).device
+
+    def _warn_if_costly(self, device: torch.device, stacklevel: int) -> None:
+        shapes = [ref.shape for ref in self.refs]
+        threads = self.worker_threads if self.background else torch.get_num_threads()
+        seconds, peak = snapshot_cost(shapes, self.routes, device, threads)
+        if seconds < SLOW_SNAPSHOT_SECONDS and peak < LARGE_SNAPSHOT_BYTES:
+            return
+        if any(r == "full" for r in self.routes.values()):
+            cheaper, _ = snapshot_cost(shapes, "values+topk", device, threads)
+            advice = (
+                f"route='values+topk' (all values by svdvals, only the top-{self.top_k} vectors) "
+                f"would take about {cheaper:.0f} s"
+            )
+        else:
+            advice = "snapshot less often (every=...) or track fewer layers (layers=...)"
+        warnings.warn(
+            f"each snapshot of these {len(shapes)} matrices will take about {seconds:.0f} s and "
+            f"{peak / 2**20:.0f} MiB on {device} ({threads} thread(s), estimated); {advice}",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     # ---- set-up checks
     # -----------------------------------------------------------------------------
@@ -258,6 +449,14 @@ class SpectralTracker:
             raise ValueError(
                 f"cannot resume: the record has top_k={record.top_k}, this tracker {self.top_k}"
             )
+        theirs = record.meta.get("svd_routes") or dict.fromkeys(shapes, "full")
+        if theirs != self.routes:
+            differ = [n for n in shapes if theirs.get(n) != self.routes.get(n)]
+            raise ValueError(
+                f"cannot resume: the record decomposed {differ[0]!r} with route "
+                f"{theirs.get(differ[0])!r}, this tracker with {self.routes[differ[0]]!r}; a "
+                "record does not mix routes: pass route='auto' to continue with the record's"
+            )
         self.pairs = record.pairs
 
     # ---- tracking
@@ -283,71 +482,105 @@ class SpectralTracker:
     def snapshot(self, step: int, model: nn.Module, **scalars) -> None:
         """Decompose every tracked matrix now and append the results to :attr:`record`."""
         values = {name: _scalar(name, value) for name, value in scalars.items()}
+        if self._last_step is not None and step <= self._last_step:
+            self.flush()
+            raise ValueError(self._record._repeated_step_message(step))
         views = self._views(model)
-        _check_finite(step, views)
         if not self.background:
             self._append_snapshot(step, views, values)
+            self._last_step = step
             return
-        self._in_flight = [f for f in self._in_flight if not f.done() or f.exception() is not None]
-        if any(f.done() for f in self._in_flight):
-            # an earlier snapshot failed: raise its error now, at a step of the caller's
+        failed = [f for f in self._in_flight if f.done() and f.exception() is not None]
+        if failed:  # an earlier snapshot failed: raise its error now, at a step of the caller's
             self.flush()
+        self._in_flight = [f for f in self._in_flight if not f.done()]
+        while len(self._in_flight) >= self.max_in_flight:
+            self._in_flight.pop(0).result()  # block: each snapshot in flight holds a copy
+        _check_finite(step, views)
         copies = {name: W.clone() for name, W in views.items()}  # the views are the live weights
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectral-tracker")
+            self._worker = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="spectral-tracker",
+                initializer=torch.set_num_threads,  # per thread: the worker's own pool
+                initargs=(self.worker_threads,),
+            )
         self._in_flight.append(self._worker.submit(self._append_snapshot, step, copies, values))
+        self._last_step = step
 
     def _append_snapshot(
         self, step: int, views: dict[str, torch.Tensor], values: dict[str, float]
     ) -> None:
-        groups: dict[tuple, list[str]] = defaultdict(list)
-        for name, W in views.items():
-            groups[(tuple(W.shape), W.dtype, W.device)].append(name)
-        on_device: dict[str, dict[str, torch.Tensor]] = {}
-        for (_, dtype, _), names in groups.items():
-            compute = torch.float64 if dtype == torch.float64 else torch.float32
-            A = torch.stack([views[n] for n in names]).to(compute)  # (B, m, n)
-            U, S, Vh = _svd_checked(A)
-            R = S.shape[-1]
-            k = min(self.top_k, R)
-            stats = {
-                "singular_values": S,
-                # contiguous: matmuls on strided views round differently, and a resumed
-                # run (vectors reloaded from disk) must reproduce an uninterrupted one
-                "U": U[..., :, :k].contiguous(),
-                "Vh": Vh[..., :k, :].contiguous(),
-                "fro_norm": S.square().sum(-1).sqrt(),  # ||W||_F^2 = sum s^2
-                "norm_eff_rank": effective_rank_from_spectrum(S) / R,
-                "stable_rank": stable_rank_from_spectrum(S),
-            }
-            for i, name in enumerate(names):
-                on_device[name] = {field: value[i] for field, value in stats.items()}
-        for name, fields in on_device.items():
-            if name not in self._first:
-                self._first[name] = self._first_vectors(name, fields)
-            U0, Vh0 = self._first[name]
-            fields["agreement_first"] = agreement_from_vectors(fields["U"], fields["Vh"], U0, Vh0)
-            if self.keep_weights:
-                fields["weights"] = views[name].to(
-                    dtype=torch.float32, copy=True
-                )  # never alias the live weights
-        alignments = []
-        for prev, nxt in self.pairs:
-            U_prev, Vh_next = on_device[prev]["U"], on_device[nxt]["Vh"]
-            k = min(U_prev.shape[-1], Vh_next.shape[-2])
-            alignments.append(alignment_from_vectors(U_prev[:, :k].to(Vh_next.dtype), Vh_next[:k]))
-        layers = {
-            name: {f: v.cpu().numpy() for f, v in fields.items()}
-            for name, fields in on_device.items()
-        }
-        self._record.append(
-            step,
-            {n: layers[n] for n in self._by_name},
-            [a.cpu().numpy() for a in alignments],
-            values,
-        )
+        layers, fallbacks = self._decompose(step, views)
+        self._record.append(step, layers, scalars=values)
+        for name in fallbacks:
+            self._record.meta["svd_fallbacks"][name].append(step)
         for sink in self.sinks:
             sink.push(self._record, -1)
+
+    def _decompose(
+        self, step: int, views: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+        """Every field of every matrix on the host (one device-to-host copy), and the names of
+        the ``values+topk`` matrices that fell back to the full SVD."""
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for name, W in views.items():
+            groups[(tuple(W.shape), W.dtype, W.device, self.routes[name])].append(name)
+        layout: list[tuple[list[str], str, torch.Tensor]] = []
+        for (_, dtype, _, route), names in groups.items():
+            compute = torch.float64 if dtype == torch.float64 else torch.float32
+            A = torch.stack([views[n] for n in names]).to(compute)  # (B, m, n)
+            k = min(self.top_k, *A.shape[-2:])
+            try:
+                if route == "full":
+                    U, S, Vh = _svd_checked(A)
+                    U, Vh, exact = U[..., :k], Vh[..., :k, :], torch.ones_like(S[..., 0])
+                else:
+                    U, S, Vh, exact = top_k_svd(A, k)
+            except (torch.linalg.LinAlgError, RuntimeError):
+                # a NaN or inf entry can make LAPACK fail instead of returning NaN
+                finite = torch.isfinite(A).flatten(1).all(1).tolist()
+                for name, ok in zip(names, finite):
+                    if not ok:
+                        raise _diverged(step, name) from None
+                raise
+            R = S.shape[-1]
+            nonzero = S[..., 0] > 0  # a zero matrix has no effective or stable rank: record 0
+            stats = {
+                "singular_values": S,
+                "U": U,
+                "Vh": Vh,
+                "fro_norm": S.square().sum(-1).sqrt(),  # ||W||_F^2 = sum s^2
+                "norm_eff_rank": torch.where(nonzero, effective_rank_from_spectrum(S) / R, 0),
+                "stable_rank": torch.where(nonzero, stable_rank_from_spectrum(S), 0),
+                "finite": torch.isfinite(S).all(-1).to(S.dtype),  # NaN/inf in W -> NaN in S
+                "exact": exact.to(S.dtype),
+            }
+            for field, value in stats.items():
+                layout.append((names, field, value))
+        # one copy to the host: every result flattened into one float64 buffer (exact for
+        # float32 values), split again there
+        flat = torch.cat([v.reshape(-1).to(torch.float64) for _, _, v in layout]).cpu().numpy()
+        host: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+        offset = 0
+        for names, field, value in layout:
+            size = value.numel()
+            chunk = (
+                flat[offset : offset + size]
+                .reshape(value.shape)
+                .astype(np.float32 if value.dtype != torch.float64 else np.float64)
+            )
+            offset += size
+            for i, name in enumerate(names):
+                host[name][field] = chunk[i]  # contiguous: a row of a new array
+        for name in views:
+            if not host[name].pop("finite"):
+                raise _diverged(step, name)
+        fallbacks = [n for n in views if host[n].pop("exact") and self.routes[n] == "values+topk"]
+        if self.keep_weights:
+            for name, W in views.items():  # never alias the live weights
+                host[name]["weights"] = W.to(device="cpu", dtype=torch.float32, copy=True).numpy()
+        return {n: host[n] for n in self._by_name}, fallbacks
 
     def _views(self, model: nn.Module) -> dict[str, torch.Tensor]:
         views = {}
@@ -364,15 +597,6 @@ class SpectralTracker:
                 )
             views[ref.name] = W.detach()
         return views
-
-    def _first_vectors(
-        self, name: str, fields: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(self._record):  # resuming: the first snapshot is in the record
-            U0 = torch.as_tensor(self._record.series(name, "U")[0])
-            Vh0 = torch.as_tensor(self._record.series(name, "Vh")[0])
-            return U0.to(fields["U"]), Vh0.to(fields["Vh"])
-        return fields["U"].clone(), fields["Vh"].clone()
 
     def save(self, path) -> None:
         """Save the record so far atomically (see :meth:`RunRecord.save`)."""

@@ -57,7 +57,7 @@ def test_interrupted_save_keeps_the_previous_file(record, tmp_path, monkeypatch)
         handle.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt  # the user pressed Ctrl-C mid-write
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np, "savez_compressed", crash)
     with pytest.raises(KeyboardInterrupt):
         record.save(path)
     assert path.read_bytes() == before
@@ -163,7 +163,9 @@ def test_agreement_with_another_run_at_the_same_step_and_at_a_fixed_step():
         records.append(tracker.record)
     same, twin, other = records
     S_twin = same.agreement_with(twin)["2"]
-    np.testing.assert_allclose(np.diagonal(S_twin, axis1=1, axis2=2), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.diagonal(S_twin, axis1=1, axis2=2), 1.0, atol=1e-4
+    )  # stored vectors
     S_other = same.agreement_with(other, reference_step=12)["2"]
     assert S_other.shape == (4, 3, 3)
     assert np.diagonal(S_other[-1]).mean() < 0.5  # independent initialisations share no directions

@@ -66,17 +66,18 @@ def test_alignment_and_agreement_match_the_reference_functions():
     record = tracker.record
     assert record.pairs == [("0", "2"), ("2", "4")]  # inferred: 12->32->32->5
     W0, W2 = (torch.as_tensor(record.series(n, "weights")[-1]) for n in ("0", "2"))
+    # vectors are stored rounded (record module docstring): metrics within 1e-4 of exact ones
     np.testing.assert_allclose(
-        record.alignment(("0", "2"))[-1], sp.alignment(W0, W2, k=4), atol=1e-5
+        record.alignment(("0", "2"))[-1], sp.alignment(W0, W2, k=4), atol=1e-4
     )
     first = torch.as_tensor(record.series("2", "weights")[0])
     np.testing.assert_allclose(
-        record.series("2", "agreement_first")[-1], sp.agreement(W2, first, k=4), atol=1e-5
+        record.series("2", "agreement_first")[-1], sp.agreement(W2, first, k=4), atol=1e-4
     )
-    np.testing.assert_allclose(record.series("2", "agreement_first")[0], np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(record.series("2", "agreement_first")[0], np.eye(4), atol=1e-4)
     final = record.agreement_with("final")["2"]
-    np.testing.assert_allclose(final[-1], np.eye(4), atol=1e-5)
-    np.testing.assert_allclose(final[0], sp.agreement(first, W2, k=4), atol=1e-5)
+    np.testing.assert_allclose(final[-1], np.eye(4), atol=1e-4)
+    np.testing.assert_allclose(final[0], sp.agreement(first, W2, k=4), atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -232,13 +233,18 @@ def test_steps_must_increase_and_be_valid():
     model = mlp()
     tracker = SpectralTracker(model, every=1)
     tracker.step(5, model)
-    with pytest.raises(ValueError, match="not after the last recorded step 5.*truncate"):
+    tracker.step(6, model)
+    with pytest.raises(ValueError, match=r"not after the last recorded step 6.*truncate\(5\)"):
+        tracker.step(6, model)
+    # issue 14.12: repeating the first step must not suggest truncate(4), which empties the record
+    with pytest.raises(ValueError, match="new run.*truncating would empty") as error:
         tracker.step(5, model)
+    assert "truncate(" not in str(error.value)
     with pytest.raises(ValueError, match="non-negative integer"):
         tracker.step(-1, model)
     with pytest.raises(ValueError, match="scalar 'loss' must be a number"):
-        tracker.step(6, model, loss="low")
-    assert len(tracker.record) == 1
+        tracker.step(7, model, loss="low")
+    assert len(tracker.record) == 2
 
 
 def test_resume_with_another_model_or_top_k_is_refused(tmp_path):
