@@ -102,9 +102,9 @@ def _plain(config: Any) -> Any:
 
 def vector_scales(V: np.ndarray, axis: int) -> np.ndarray:
     """Per-vector power-of-two scales ``2**e >= max|v| / 32767`` (1 for a zero vector)."""
-    top = np.abs(V).max(axis=axis, keepdims=True).astype(np.float64) / _Q
-    exponent = np.ceil(np.log2(np.where(top > 0, top, 1.0)))
-    return np.exp2(exponent).astype(np.float32)
+    top = np.abs(V).max(axis=axis, keepdims=True).astype(np.float32) / np.float32(_Q)
+    mantissa, exponent = np.frexp(np.where(top > 0, top, 1))  # top = mantissa * 2**exponent
+    return np.ldexp(np.float32(1), exponent - (mantissa == 0.5)).astype(np.float32)
 
 
 def encode_vectors(V: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +112,11 @@ def encode_vectors(V: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
     ``axis`` runs along each vector (-2 for the columns of ``U``, -1 for the rows of ``Vh``).
     Decoding then encoding again gives the same ``(q, scale)``: the scale is a power of two, so
-    ``q * scale`` is exact and the largest ``|q|`` stays in ``(16383, 32767]``.
+    ``q * scale`` and ``V / scale`` are exact and the largest ``|q|`` stays in
+    ``(16383, 32767]``.
     """
     scale = vector_scales(V, axis)
-    q = np.rint(V.astype(np.float64) / scale)
-    return q.astype(np.int16), scale
+    return np.rint(V / scale).astype(np.int16), scale
 
 
 def decode_vectors(q: np.ndarray, scale: np.ndarray) -> np.ndarray:

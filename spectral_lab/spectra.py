@@ -32,6 +32,7 @@ __all__ = [
     "agreement_from_vectors",
     "diagonal_mean",
     "top_k_svd",
+    "top_k_svd_likely_exact",
 ]
 
 
@@ -161,6 +162,32 @@ def top_k_svd(
         U_full, _, Vh_full = _svd_checked(A[exact])
         U[exact], Vh[exact] = U_full[..., :k], Vh_full[..., :k, :]
     return U, S, Vh, exact
+
+
+def top_k_svd_likely_exact(
+    S: np.ndarray, k: int, oversample: int | None = None, power_iterations: int = 6, tol=2e-5
+) -> bool:
+    """Whether :func:`top_k_svd` is likely to pass its check on a matrix with spectrum ``S``.
+
+    A prediction from a spectrum (the previous snapshot's), used to skip the randomized pass
+    where it would fall back anyway (initialisation): after ``q`` power iterations the Ritz
+    residual of vector ``i`` is about ``s_1 (s_w / s_i)^(2q+1)`` with ``w = k + oversample``,
+    plus float32 rounding ``~1e-6 s_1``; the angle bound divides it by the gap at ``i``.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    R = S.shape[-1]
+    k = min(k, R)
+    p = max(10, k) if oversample is None else oversample
+    w = min(R - 1, k + p)
+    if w <= k or S[0] <= 0:
+        return False
+    above = np.concatenate([[np.inf], S[:-1]])[:k]
+    below = np.concatenate([S[1:], [-np.inf]])[:k]
+    gap = np.minimum(above - S[:k], S[:k] - below)
+    if np.any(gap <= 0):
+        return False
+    residual = S[0] * (S[w] / S[:k]) ** (2 * power_iterations + 1) + 1e-6 * S[0]
+    return bool(np.all(residual / gap <= tol / 2))
 
 
 def singular_values(W, name: str | None = None) -> torch.Tensor:

@@ -36,9 +36,8 @@ from torch import nn
 from .record import RunRecord
 from .spectra import (
     _svd_checked,
-    effective_rank_from_spectrum,
-    stable_rank_from_spectrum,
     top_k_svd,
+    top_k_svd_likely_exact,
 )
 from .views import LayerSelector, MatrixRef, find_matrices
 
@@ -120,6 +119,27 @@ def _check_finite(step: int, views: dict[str, torch.Tensor]) -> None:
         for name, ok in zip(names, finite):
             if not ok:
                 raise _diverged(step, name)
+
+
+def to_host(tensors: list[torch.Tensor], copy_once: bool | None = None) -> list[np.ndarray]:
+    """``tensors`` as numpy arrays, with one device-to-host copy for all of them.
+
+    On a GPU every tensor is flattened into one buffer (float64 if any is, else float32: exact
+    for each) that is copied once and split again; on the CPU (``copy_once=None``) the tensors
+    are already host memory and are only viewed. ``copy_once=True`` forces the buffer path.
+    """
+    if copy_once is None:
+        copy_once = any(t.device.type != "cpu" for t in tensors)
+    if not copy_once:
+        return [t.detach().numpy() for t in tensors]
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]).cpu().numpy()
+    out, offset = [], 0
+    for t in tensors:
+        chunk = flat[offset : offset + t.numel()].reshape(tuple(t.shape))
+        out.append(chunk.astype(np.float64 if t.dtype == torch.float64 else np.float32))
+        offset += t.numel()
+    return out
 
 
 def _cores() -> int:
@@ -230,8 +250,10 @@ class SpectralTracker:
             *blocks* the training step until the oldest is recorded, so memory
             stays bounded and no snapshot is skipped. :attr:`record` (and
             :meth:`save`, :meth:`flush`, :meth:`close`) waits for the snapshots in
-            flight; an error in one is raised there or at the next snapshot. Sinks
-            are then called from the worker thread.
+            flight; an error in one is raised there or at the next step. The worker
+            only decomposes; finished snapshots are recorded (and sent to the sinks)
+            on the training thread at its next ``step``, so the worker's Python never
+            holds the GIL for long while training waits for it.
         max_in_flight: the bound above (default 2).
 
     Matrices of equal shape, dtype, device and route are decomposed in one batched
@@ -322,7 +344,10 @@ class SpectralTracker:
             )
         self._warn_if_costly(device, stacklevel=2)
         self._worker: ThreadPoolExecutor | None = None
-        self._in_flight: list[Future] = []
+        self._in_flight: list[tuple[int, dict, Future]] = []
+        self._last_spectrum: dict[str, np.ndarray] = {
+            n: record.series(n, "singular_values")[-1] for n in shapes if len(record)
+        }
         self.sinks: list = []
         for sink in sinks:
             self.add_sink(sink)
@@ -343,11 +368,12 @@ class SpectralTracker:
         return self._record
 
     def flush(self) -> None:
-        """Wait for the snapshots in flight (``background=True``); raise the first error among
-        them."""
-        in_flight, self._in_flight = self._in_flight, []
-        for future in in_flight:
-            future.result()
+        """Wait for the snapshots in flight (``background=True``) and record them; raise the
+        first error among them (the snapshots after it are dropped)."""
+        try:
+            self._drain(block=True)
+        finally:
+            self._in_flight = []
 
     def _check_weights(self, model: nn.Module) -> torch.device:
         """The device the tracked weights live on, after refusing what cannot be decomposed."""
@@ -482,20 +508,18 @@ class SpectralTracker:
     def snapshot(self, step: int, model: nn.Module, **scalars) -> None:
         """Decompose every tracked matrix now and append the results to :attr:`record`."""
         values = {name: _scalar(name, value) for name, value in scalars.items()}
+        if self.background:
+            self._drain(block=False)
         if self._last_step is not None and step <= self._last_step:
             self.flush()
             raise ValueError(self._record._repeated_step_message(step))
         views = self._views(model)
         if not self.background:
-            self._append_snapshot(step, views, values)
+            self._commit(step, self._decompose(step, views), values)
             self._last_step = step
             return
-        failed = [f for f in self._in_flight if f.done() and f.exception() is not None]
-        if failed:  # an earlier snapshot failed: raise its error now, at a step of the caller's
-            self.flush()
-        self._in_flight = [f for f in self._in_flight if not f.done()]
         while len(self._in_flight) >= self.max_in_flight:
-            self._in_flight.pop(0).result()  # block: each snapshot in flight holds a copy
+            self._drain(block=True, at_most=1)  # block: each snapshot in flight holds a copy
         _check_finite(step, views)
         copies = {name: W.clone() for name, W in views.items()}  # the views are the live weights
         if self._worker is None:
@@ -505,38 +529,62 @@ class SpectralTracker:
                 initializer=torch.set_num_threads,  # per thread: the worker's own pool
                 initargs=(self.worker_threads,),
             )
-        self._in_flight.append(self._worker.submit(self._append_snapshot, step, copies, values))
+        future = self._worker.submit(self._decompose, step, copies)
+        self._in_flight.append((step, values, future))
         self._last_step = step
 
-    def _append_snapshot(
-        self, step: int, views: dict[str, torch.Tensor], values: dict[str, float]
-    ) -> None:
-        layers, fallbacks = self._decompose(step, views)
+    def _drain(self, block: bool, at_most: int | None = None) -> None:
+        """Record the finished snapshots of the worker, oldest first, on the caller's thread.
+
+        The worker only decomposes (torch releases the GIL there); the record's Python
+        bookkeeping runs here, so the worker never holds the GIL for long while training waits.
+        """
+        done = 0
+        while self._in_flight and (block or self._in_flight[0][2].done()):
+            step, values, future = self._in_flight.pop(0)
+            self._commit(step, future.result(), values)
+            done += 1
+            if at_most is not None and done >= at_most:
+                return
+
+    def _commit(self, step: int, decomposed, values: dict[str, float]) -> None:
+        layers, fallbacks = decomposed
         self._record.append(step, layers, scalars=values)
         for name in fallbacks:
             self._record.meta["svd_fallbacks"][name].append(step)
         for sink in self.sinks:
             sink.push(self._record, -1)
 
+    def _route_now(self, name: str) -> str:
+        """The route for ``name`` at this snapshot: ``values+topk`` only where the previous
+        spectrum predicts its check will pass (:func:`top_k_svd_likely_exact`)."""
+        if self.routes[name] != "values+topk":
+            return "full"
+        S = self._last_spectrum.get(name)
+        return "values+topk" if S is not None and top_k_svd_likely_exact(S, self.top_k) else "full"
+
     def _decompose(
         self, step: int, views: dict[str, torch.Tensor]
     ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-        """Every field of every matrix on the host (one device-to-host copy), and the names of
-        the ``values+topk`` matrices that fell back to the full SVD."""
+        """Every field of every matrix on the host, with one device-to-host copy, and the names
+        of the ``values+topk`` matrices decomposed by the full SVD at this step."""
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name, W in views.items():
-            groups[(tuple(W.shape), W.dtype, W.device, self.routes[name])].append(name)
-        layout: list[tuple[list[str], str, torch.Tensor]] = []
+            groups[(tuple(W.shape), W.dtype, W.device, self._route_now(name))].append(name)
+        results: list[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for (_, dtype, _, route), names in groups.items():
             compute = torch.float64 if dtype == torch.float64 else torch.float32
-            A = torch.stack([views[n] for n in names]).to(compute)  # (B, m, n)
+            A = torch.stack([views[n] for n in names])  # (B, m, n)
+            if A.dtype != compute:
+                A = A.to(compute)
             k = min(self.top_k, *A.shape[-2:])
             try:
                 if route == "full":
                     U, S, Vh = _svd_checked(A)
-                    U, Vh, exact = U[..., :k], Vh[..., :k, :], torch.ones_like(S[..., 0])
+                    U, Vh, exact = U[..., :k], Vh[..., :k, :], None
                 else:
                     U, S, Vh, exact = top_k_svd(A, k)
+                    exact = exact.to(S.dtype)
             except (torch.linalg.LinAlgError, RuntimeError):
                 # a NaN or inf entry can make LAPACK fail instead of returning NaN
                 finite = torch.isfinite(A).flatten(1).all(1).tolist()
@@ -544,39 +592,46 @@ class SpectralTracker:
                     if not ok:
                         raise _diverged(step, name) from None
                 raise
-            R = S.shape[-1]
-            nonzero = S[..., 0] > 0  # a zero matrix has no effective or stable rank: record 0
-            stats = {
-                "singular_values": S,
-                "U": U,
-                "Vh": Vh,
-                "fro_norm": S.square().sum(-1).sqrt(),  # ||W||_F^2 = sum s^2
-                "norm_eff_rank": torch.where(nonzero, effective_rank_from_spectrum(S) / R, 0),
-                "stable_rank": torch.where(nonzero, stable_rank_from_spectrum(S), 0),
-                "finite": torch.isfinite(S).all(-1).to(S.dtype),  # NaN/inf in W -> NaN in S
-                "exact": exact.to(S.dtype),
-            }
-            for field, value in stats.items():
-                layout.append((names, field, value))
-        # one copy to the host: every result flattened into one float64 buffer (exact for
-        # float32 values), split again there
-        flat = torch.cat([v.reshape(-1).to(torch.float64) for _, _, v in layout]).cpu().numpy()
-        host: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-        offset = 0
-        for names, field, value in layout:
-            size = value.numel()
-            chunk = (
-                flat[offset : offset + size]
-                .reshape(value.shape)
-                .astype(np.float32 if value.dtype != torch.float64 else np.float64)
+            results.append((names, [S, U, Vh] if exact is None else [S, U, Vh, exact]))
+        host_tensors = iter(to_host([t for _, tensors in results for t in tensors]))
+        host: dict[str, dict[str, np.ndarray]] = {}
+        spectra, rows = [], []
+        fallbacks = []
+        for names, tensors in results:
+            S, U, Vh = next(host_tensors), next(host_tensors), next(host_tensors)
+            exact = next(host_tensors) if len(tensors) == 4 else np.ones(len(names))
+            for j, name in enumerate(names):
+                host[name] = {"singular_values": S[j], "U": U[j], "Vh": Vh[j]}
+                spectra.append(S[j])
+                rows.append(name)
+                if exact[j] and self.routes[name] == "values+topk":
+                    fallbacks.append(name)
+        # every matrix's metrics in one vectorised pass over the spectra, zero-padded to the
+        # longest (zeros add nothing to the sums): effective rank exp(-sum p log p) with
+        # p = s / sum s, stable rank sum s^2 / s_1^2, ||W||_F = sqrt(sum s^2). A zero matrix has
+        # neither rank: recorded as 0 (class docstring).
+        width = max(len(S) for S in spectra)
+        padded = np.zeros((len(spectra), width), dtype=np.float64)
+        for i, S in enumerate(spectra):
+            padded[i, : len(S)] = S
+        finite = np.isfinite(padded).all(-1)  # a NaN or inf entry of W makes its S NaN
+        if not finite.all():
+            raise _diverged(step, rows[int(np.argmin(finite))])
+        ranks = np.array([len(S) for S in spectra])
+        total = padded.sum(-1, keepdims=True)
+        p = padded / np.where(total > 0, total, 1)
+        entropy = -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
+        zero = padded[:, 0] == 0
+        squares = (padded**2).sum(-1)
+        eff = np.where(zero, 0, np.exp(entropy) / ranks)
+        stable = np.where(zero, 0, squares / np.where(zero, 1, padded[:, 0] ** 2))
+        fro = np.sqrt(squares)
+        for i, name in enumerate(rows):
+            dtype = spectra[i].dtype.type
+            self._last_spectrum[name] = spectra[i]
+            host[name].update(
+                fro_norm=dtype(fro[i]), norm_eff_rank=dtype(eff[i]), stable_rank=dtype(stable[i])
             )
-            offset += size
-            for i, name in enumerate(names):
-                host[name][field] = chunk[i]  # contiguous: a row of a new array
-        for name in views:
-            if not host[name].pop("finite"):
-                raise _diverged(step, name)
-        fallbacks = [n for n in views if host[n].pop("exact") and self.routes[n] == "values+topk"]
         if self.keep_weights:
             for name, W in views.items():  # never alias the live weights
                 host[name]["weights"] = W.to(device="cpu", dtype=torch.float32, copy=True).numpy()
