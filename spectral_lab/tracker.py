@@ -218,8 +218,9 @@ class SpectralTracker:
         every: snapshot when ``step % every == 0``, or a collection of steps.
         top_k: how many leading singular vectors to keep per matrix (alignment
             and agreement are computed on these). A matrix of rank ``R < top_k``
-            keeps ``R`` (the clamp is silent unless it applies to every matrix,
-            which warns once).
+            keeps ``R``: the clamp is documented here and shown by ``repr`` (not a
+            warning: the default 10 exceeds the rank of small layers, such as a
+            3-position embedding, in ordinary use).
         layers: ``None`` (all), a glob, a list of names, or ``f(name, param)``.
             Tied (shared) weights are tracked once, under their first name;
             selecting one by its second name selects it under the first.
@@ -356,8 +357,10 @@ class SpectralTracker:
     def __repr__(self) -> str:
         every = self.every if isinstance(self.every, int) else f"{len(self.every)} steps"
         routes = sorted(set(self.routes.values()))
+        clamped = sum(min(ref.shape) < self.top_k for ref in self.refs)
+        top_k = f"{self.top_k}" + (f" (clamped to the rank for {clamped})" if clamped else "")
         return (
-            f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={self.top_k}, "
+            f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={top_k}, "
             f"pairs={len(self.pairs)}, route={'/'.join(routes)}, snapshots={len(self.record)})"
         )
 
@@ -395,14 +398,6 @@ class SpectralTracker:
                     f"matrix {name!r} is empty (shape {tuple(W.shape)}): it has no spectrum; "
                     "leave it out with layers=..."
                 )
-        largest = max(min(ref.shape) for ref in self.refs)
-        if self.top_k > largest:
-            warnings.warn(
-                f"top_k={self.top_k} is above the rank of every tracked matrix (the largest is "
-                f"{largest}): each keeps min(top_k, rank) singular vectors",
-                UserWarning,
-                stacklevel=3,
-            )
         return next(iter(views.values())).device
 
     def _warn_if_costly(self, device: torch.device, stacklevel: int) -> None:

@@ -41,14 +41,18 @@ def test_a_killed_save_leaves_a_temporary_that_the_next_save_removes(tmp_path):
     import time
 
     target = tmp_path / "run.npz"
-    code = (
-        "import os, sys\n"
-        "from spectral_lab.files import atomic_write\n"
+    import spectral_lab.files
+
+    code = (  # files.py alone (no torch import): a quick subprocess
+        "import importlib.util, os\n"
+        f"spec = importlib.util.spec_from_file_location('files', {spectral_lab.files.__file__!r})\n"
+        "files = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(files)\n"
         "def write(handle):\n"
         "    handle.write(b'half')\n"
         "    handle.flush()\n"
         "    os._exit(9)  # killed: no except, no finally\n"
-        f"atomic_write({str(target)!r}, write)\n"
+        f"files.atomic_write({str(target)!r}, write)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=False)
     stale = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
