@@ -431,6 +431,10 @@ class RunRecord:
                 arrays[f"layer/{i}/{field}"] = value
         for i, name in enumerate(self._scalars):
             arrays[f"scalar/{i}"] = np.asarray(self._scalars[name], dtype=np.float64)
+        if not self._steps:  # no snapshots: empty arrays of the shapes load expects
+            for key, (shape, kinds) in _expected_shapes(meta, 0).items():
+                if "?" not in key:
+                    arrays[key] = np.empty(shape, np.int16 if "i" in kinds else np.float32)
         return arrays
 
     def save(self, path: str | os.PathLike) -> Path:

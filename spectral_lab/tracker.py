@@ -18,6 +18,13 @@ and :meth:`SpectralTracker.hf_callback` (:mod:`spectral_lab.integrations`). Sink
 
 The tracker attaches nothing to the model (no hooks, no global state): it
 reads the parameters when ``step`` says a snapshot is due.
+
+Cost (issue 17, ``benchmarks/tracking.py``): a snapshot is one batched decomposition per
+group of equal shapes plus one copy to the host. From rank 256 on, the ``values+topk``
+route computes every singular value with ``svdvals`` and only the top-k vectors (a checked
+randomized method that falls back to the full SVD where gaps are too small to trust it);
+``background=True`` moves the decompositions to a worker thread with its own thread budget
+and a bounded number of weight copies in flight.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from .spectra import (
     top_k_svd,
     top_k_svd_likely_exact,
 )
-from .views import LayerSelector, MatrixRef, find_matrices
+from .views import LayerSelector, MatrixRef, _layer_name, find_matrices
 
 __all__ = ["SpectralTracker", "infer_pairs", "ROUTES", "snapshot_cost"]
 
@@ -198,11 +205,7 @@ def _translate_tied(model: nn.Module, layers: LayerSelector) -> LayerSelector:
     alias: dict[str, str] = {}
     for module_name, module in model.named_modules(remove_duplicate=False):
         for param_name, param in module.named_parameters(recurse=False):
-            layer = (
-                module_name
-                if param_name == "weight" and module_name
-                else (f"{module_name}.{param_name}" if module_name else param_name)
-            )
+            layer = _layer_name(module_name, param_name)
             if id(param) in first and first[id(param)] != layer:
                 alias[layer] = first[id(param)]
             first.setdefault(id(param), layer)

@@ -386,3 +386,9 @@ def test_a_header_that_lies_about_its_shape_is_refused_before_reading(record, tm
             archive.writestr(name, data)
     with pytest.raises(ValueError, match=r"'layer/0/U' is int16 \(4000000, 32, 3\)"):
         RunRecord.load(path)
+
+
+def test_a_record_without_snapshots_round_trips(tmp_path):
+    empty = RunRecord({"a": (4, 3), "b": (3, 2)}, top_k=2, pairs=[("a", "b")])
+    loaded = RunRecord.load(empty.save(tmp_path / "empty.npz"))
+    assert len(loaded) == 0 and loaded.layers == ["a", "b"] and loaded.pairs == [("a", "b")]
