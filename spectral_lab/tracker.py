@@ -30,6 +30,7 @@ and a bounded number of weight copies in flight.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -149,6 +150,18 @@ def to_host(tensors: list[torch.Tensor], copy_once: bool | None = None) -> list[
     return out
 
 
+def _start_worker(threads: int) -> None:
+    """The worker thread's set-up: its own intra-op thread count (pools are per thread), and a
+    lower scheduling priority (Linux: nice is per thread), so that on a busy machine the
+    decompositions wait for the cores training does not use instead of taking turns with it."""
+    torch.set_num_threads(threads)
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
+    except (AttributeError, OSError):  # not Linux, or not allowed: only the priority is lost
+        pass
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -249,8 +262,10 @@ class SpectralTracker:
             sets its own torch thread count (thread pools are per thread) to the
             cores training leaves free: ``cores - torch.get_num_threads()`` of the
             creating thread, at least 1 (so with torch on every core the two share
-            one and the tracker warns). At most ``max_in_flight`` snapshots wait for
-            the worker, each holding a copy of the weights: a further snapshot
+            one and the tracker warns), and runs at a lower scheduling priority
+            (nice +10 on Linux) so that on a busy machine it yields to training.
+            At most ``max_in_flight`` snapshots wait for the worker, each holding a
+            copy of the weights: a further snapshot
             *blocks* the training step until the oldest is recorded, so memory
             stays bounded and no snapshot is skipped. :attr:`record` (and
             :meth:`save`, :meth:`flush`, :meth:`close`) waits for the snapshots in
@@ -524,7 +539,7 @@ class SpectralTracker:
             self._worker = ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix="spectral-tracker",
-                initializer=torch.set_num_threads,  # per thread: the worker's own pool
+                initializer=_start_worker,
                 initargs=(self.worker_threads,),
             )
         future = self._worker.submit(self._decompose, step, copies)

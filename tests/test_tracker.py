@@ -1,5 +1,6 @@
 """SpectralTracker on an MLP, a CNN, an LSTM and a transformer layer."""
 
+import os
 import warnings
 
 import numpy as np
@@ -294,8 +295,6 @@ def threads():
 
 
 def test_background_tracking_warns_without_a_free_core(threads):
-    import os
-
     threads(os.cpu_count())
     with pytest.warns(RuntimeWarning, match="leave a core free|Leave a core free"):
         SpectralTracker(mlp(), background=True)
@@ -469,6 +468,13 @@ def test_the_worker_sets_its_own_thread_count_from_the_free_cores(threads, monke
     tracker.step(0, model)
     assert tracker._worker.submit(torch.get_num_threads).result() == 3
     assert torch.get_num_threads() == 1  # the caller's pool is untouched
+    if hasattr(os, "getpriority"):  # and it yields to training on a busy machine (Linux)
+        import threading
+
+        def nice():
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        assert tracker._worker.submit(nice).result() == min(19, nice() + 10)
     threads(2)
     assert SpectralTracker(model, background=True).worker_threads == 2
     tracker.close()
