@@ -167,7 +167,10 @@ def ww_fn(model):
     cpu_model = model.to("cpu")
 
     def analyze():
-        with warnings.catch_warnings():
+        from threadpoolctl import threadpool_limits
+
+        # the same one thread as the tracker: numpy / scipy's BLAS would otherwise use every core
+        with warnings.catch_warnings(), threadpool_limits(torch.get_num_threads()):
             warnings.simplefilter("ignore")
             return ww.WeightWatcher(model=cpu_model).analyze(plot=False)
 
