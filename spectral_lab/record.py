@@ -23,9 +23,11 @@ Record format 2 (this version; format-1 files still load):
 * ``agreement_first`` and the pair alignments are functions of the stored vectors: they are
   computed when a snapshot is appended and again when a file is loaded, not stored.
 
-Paper-scale grokking (p=113, d 128, MLP 512, top_k 10, 401 snapshots) is about 11 MB on
-disk, against 170 MB of state-dict checkpoints at the same steps
-(``benchmarks/tracking.py`` prints the computation).
+Sizes (``benchmarks/tracking.py``): the quick grokking run (60 snapshots, top_k 10) is 1.46
+MiB, 0.113 of the state-dict checkpoints at the same steps (12.9 MiB). Paper-scale grokking
+(p=113, d 128, MLP 512, top_k 10, 40k steps every 100: 401 snapshots) stores per snapshot
+25,703 vector entries at 2 bytes, 742 singular values at 4 and a few scalars, about 55 kB:
+20.2 MiB in all, 0.058 of its 349 MiB of checkpoints.
 """
 
 from __future__ import annotations
