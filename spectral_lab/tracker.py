@@ -19,11 +19,19 @@ In someone else's training loop, a callback drives it:
 
 The tracker attaches nothing to the model (no hooks, no global state): it
 reads the parameters when ``step`` says a snapshot is due.
+
+Cost (issue 17, ``benchmarks/tracking.py``): a snapshot is one batched decomposition per
+group of equal shapes plus one copy to the host. From rank 256 on, the ``values+topk``
+route computes every singular value with ``svdvals`` and only the top-k vectors (a checked
+randomized method that falls back to the full SVD where gaps are too small to trust it);
+``background=True`` moves the decompositions to a worker thread with its own thread budget
+and a bounded number of weight copies in flight.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,14 +45,31 @@ from torch import nn
 from .record import RunRecord
 from .spectra import (
     _svd_checked,
-    agreement_from_vectors,
-    alignment_from_vectors,
-    effective_rank_from_spectrum,
-    stable_rank_from_spectrum,
+    top_k_svd,
+    top_k_svd_likely_exact,
 )
-from .views import LayerSelector, MatrixRef, find_matrices
+from .views import LayerSelector, MatrixRef, _layer_name, find_matrices
 
-__all__ = ["SpectralTracker", "infer_pairs"]
+__all__ = ["SpectralTracker", "infer_pairs", "ROUTES", "snapshot_cost"]
+
+#: How a snapshot decomposes a matrix: ``"full"`` (``torch.linalg.svd``, the reference) or
+#: ``"values+topk"`` (:func:`spectral_lab.spectra.top_k_svd`: ``svdvals`` for every value, a
+#: checked randomized method for the top-k vectors, the full SVD where the check fails).
+ROUTES = ("full", "values+topk")
+
+# "auto" picks values+topk where svdvals saves more than the top-k vectors cost: measured with
+# benchmarks/tracking.py (torch 2.13, CPU), svdvals is 0.5-0.85 of the full SVD and the
+# subspace iteration a few matmuls of width 2k, which pay off from R = min(m, n) ~ 256 on.
+_TOPK_MIN_RANK = 256
+# Cost model for the warning before a slow or large snapshot: the full SVD of an (m, n) matrix
+# takes about m n R "units" at this many units per second per CPU thread (measured: 2.5e9 at
+# 1024^2, 0.8e9 at 4096^2 on this project's CPU; the slower figure is used), and svdvals about
+# this fraction of it.
+_CPU_UNITS_PER_SECOND = 0.8e9
+_CUDA_UNITS_PER_SECOND = 5e10
+_SVDVALS_FRACTION = 0.6
+SLOW_SNAPSHOT_SECONDS = 10.0
+LARGE_SNAPSHOT_BYTES = 512 * 2**20
 
 
 def infer_pairs(refs: list[MatrixRef]) -> list[tuple[str, str]]:
@@ -84,21 +109,122 @@ def _scalar(name: str, value: Any) -> float:
     )
 
 
+def _diverged(step: int, name: str) -> ValueError:
+    return ValueError(
+        f"at step {step}, matrix {name!r} contains NaN or infinite entries: training has diverged "
+        "(lower the learning rate or add gradient clipping); the record so far is kept"
+    )
+
+
 def _check_finite(step: int, views: dict[str, torch.Tensor]) -> None:
     """Refuse a snapshot of diverged weights, naming the first bad matrix (one device sync per
-    device)."""
+    device). Used where the weights are copied for the worker thread; otherwise the check is
+    read from the decomposition (a NaN or inf entry makes the singular values NaN)."""
     by_device: dict[torch.device, list[str]] = defaultdict(list)
     for name, W in views.items():
         by_device[W.device].append(name)
     for names in by_device.values():
         finite = torch.stack([torch.isfinite(views[n]).all() for n in names]).tolist()
-        if not all(finite):
-            bad = [n for n, ok in zip(names, finite) if not ok]
-            raise ValueError(
-                f"at step {step}, matrix {bad[0]!r} contains NaN or infinite entries: training "
-                "has diverged "
-                "(lower the learning rate or add gradient clipping); the record so far is kept"
-            )
+        for name, ok in zip(names, finite):
+            if not ok:
+                raise _diverged(step, name)
+
+
+def to_host(tensors: list[torch.Tensor], copy_once: bool | None = None) -> list[np.ndarray]:
+    """``tensors`` as numpy arrays, with one device-to-host copy for all of them.
+
+    On a GPU every tensor is flattened into one buffer (float64 if any is, else float32: exact
+    for each) that is copied once and split again; on the CPU (``copy_once=None``) the tensors
+    are already host memory and are only viewed. ``copy_once=True`` forces the buffer path.
+    """
+    if copy_once is None:
+        copy_once = any(t.device.type != "cpu" for t in tensors)
+    if not copy_once:
+        return [t.detach().numpy() for t in tensors]
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]).cpu().numpy()
+    out, offset = [], 0
+    for t in tensors:
+        chunk = flat[offset : offset + t.numel()].reshape(tuple(t.shape))
+        out.append(chunk.astype(np.float64 if t.dtype == torch.float64 else np.float32))
+        offset += t.numel()
+    return out
+
+
+def _start_worker(threads: int) -> None:
+    """The worker thread's set-up: its own intra-op thread count (pools are per thread), and a
+    lower scheduling priority (Linux: nice is per thread), so that on a busy machine the
+    decompositions wait for the cores training does not use instead of taking turns with it."""
+    torch.set_num_threads(threads)
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
+    except (AttributeError, OSError):  # not Linux, or not allowed: only the priority is lost
+        pass
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_route(shape: tuple[int, int], top_k: int) -> str:
+    """The faster route for one ``(m, n)`` matrix keeping ``top_k`` vectors (see :data:`ROUTES`)."""
+    R = min(shape)
+    k = min(top_k, R)
+    return "values+topk" if R >= _TOPK_MIN_RANK and 4 * (k + max(10, k)) <= R else "full"
+
+
+def snapshot_cost(
+    shapes: Iterable[tuple[int, int]],
+    route: str | dict = "full",
+    device: str | torch.device = "cpu",
+    threads: int = 1,
+    itemsize: int = 4,
+) -> tuple[float, float]:
+    """Estimated ``(seconds, peak bytes)`` of one snapshot of matrices of these shapes.
+
+    A rough model (module constants, measured on a CPU): the full SVD of an ``(m, n)``
+    matrix costs ``m n R`` units, ``svdvals`` about 0.6 of it; memory is the matrix, its copy
+    in the decomposition, ``U``, ``Vh`` and LAPACK's ``~4 R^2`` workspace.
+    """
+    rate = (
+        _CUDA_UNITS_PER_SECOND
+        if torch.device(device).type == "cuda"
+        else _CPU_UNITS_PER_SECOND * max(1, threads)
+    )
+    seconds = peak = 0.0
+    for i, (m, n) in enumerate(shapes):
+        R = min(m, n)
+        chosen = route if isinstance(route, str) else list(route.values())[i]
+        factor = _SVDVALS_FRACTION if chosen == "values+topk" else 1.0
+        seconds += factor * m * n * R / rate
+        peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
+    return seconds, peak
+
+
+def _uninitialised(model: nn.Module) -> list[str]:
+    lazy = nn.parameter.UninitializedParameter
+    return [name for name, p in model.named_parameters() if isinstance(p, lazy)]
+
+
+def _translate_tied(model: nn.Module, layers: LayerSelector) -> LayerSelector:
+    """Names of tied weights under their first name: ``find_matrices`` lists a shared parameter
+    once, under the first name ``named_modules`` gives it."""
+    if layers is None or isinstance(layers, str) or callable(layers):
+        return layers
+    first: dict[int, str] = {}
+    alias: dict[str, str] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for param_name, param in module.named_parameters(recurse=False):
+            layer = _layer_name(module_name, param_name)
+            if id(param) in first and first[id(param)] != layer:
+                alias[layer] = first[id(param)]
+            first.setdefault(id(param), layer)
+    wanted = list(layers)
+    return [alias.get(w, w) if isinstance(w, str) else w for w in wanted]
 
 
 class SpectralTracker:
@@ -108,8 +234,13 @@ class SpectralTracker:
         model: the network; its matrices are found with :func:`find_matrices`.
         every: snapshot when ``step % every == 0``, or a collection of steps.
         top_k: how many leading singular vectors to keep per matrix (alignment
-            and agreement are computed on these).
+            and agreement are computed on these). A matrix of rank ``R < top_k``
+            keeps ``R``: the clamp is documented here and shown by ``repr`` (not a
+            warning: the default 10 exceeds the rank of small layers, such as a
+            3-position embedding, in ordinary use).
         layers: ``None`` (all), a glob, a list of names, or ``f(name, param)``.
+            Tied (shared) weights are tracked once, under their first name;
+            selecting one by its second name selects it under the first.
         pairs: ``"infer"`` (consecutive feed-forward layers, see
             :func:`infer_pairs`), ``None`` for none, or ``[(prev, next), ...]``.
         keep_weights: also keep a float32 CPU copy of every matrix at every
@@ -120,19 +251,38 @@ class SpectralTracker:
             MLflow: :mod:`spectral_lab.integrations.sinks`); more with :meth:`add_sink`.
         path: where :meth:`close` saves the record (the training callbacks call
             it at the end of training); ``None`` keeps it in memory only.
+        route: how each matrix is decomposed (:data:`ROUTES`): ``"auto"`` (default)
+            picks per shape and ``top_k`` (:func:`choose_route`): ``"values+topk"``
+            from rank 256 on, ``"full"`` below. The record's metadata keeps the route
+            of every layer (``svd_routes``) and the steps where ``values+topk`` fell
+            back to the full SVD (``svd_fallbacks``); a resumed record keeps its
+            routes, and an explicit route that differs from them is refused.
         background: decompose on a worker thread while training goes on. The
             weights are copied (and checked for NaN) at the step itself; the SVDs
-            run on the copies, so the record is the same as without it. Worth it
-            on a CPU with a core to spare, where it hides most of a snapshot's
-            cost. :attr:`record` (and :meth:`save`, :meth:`flush`, :meth:`close`)
-            waits for the snapshots in flight; an error in one is raised there
-            or at the next snapshot. Sinks are then called from the worker thread.
-            On a CPU it needs a core that training leaves free: with torch using
-            every core, the two threads' thread pools fight over them (measured
-            3.4x slower training on 2 cores), and the tracker warns.
+            run on the copies, so the record is the same as without it. The worker
+            sets its own torch thread count (thread pools are per thread) to the
+            cores training leaves free: ``cores - torch.get_num_threads()`` of the
+            creating thread, at least 1 (so with torch on every core the two share
+            one and the tracker warns), and runs at a lower scheduling priority
+            (nice +10 on Linux) so that on a busy machine it yields to training.
+            At most ``max_in_flight`` snapshots wait for the worker, each holding a
+            copy of the weights: a further snapshot
+            *blocks* the training step until the oldest is recorded, so memory
+            stays bounded and no snapshot is skipped. :attr:`record` (and
+            :meth:`save`, :meth:`flush`, :meth:`close`) waits for the snapshots in
+            flight; an error in one is raised there or at the next step. The worker
+            only decomposes; finished snapshots are recorded (and sent to the sinks)
+            on the training thread at its next ``step``, so the worker's Python never
+            holds the GIL for long while training waits for it.
+        max_in_flight: the bound above (default 2).
 
-    Matrices of equal shape, dtype and device are decomposed in one batched
-    ``torch.linalg.svd`` call on the device they live on.
+    Matrices of equal shape, dtype, device and route are decomposed in one batched
+    call on the device they live on; one copy to the host per snapshot brings back
+    every result. All-zero matrices are recorded with ranks 0 (their effective and stable
+    ranks have no limit there) and whatever orthonormal vectors the SVD returns.
+    Before the first snapshot the tracker warns once if one will be slow (over
+    :data:`SLOW_SNAPSHOT_SECONDS` by :func:`snapshot_cost`) or large (over
+    :data:`LARGE_SNAPSHOT_BYTES`), with the estimate and the cheaper route.
     """
 
     def __init__(
@@ -149,30 +299,60 @@ class SpectralTracker:
         sinks: Iterable = (),
         path: str | Path | None = None,
         background: bool = False,
+        route: str = "auto",
+        max_in_flight: int = 2,
     ):
         self.every = _check_every(every)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if route != "auto" and route not in ROUTES:
+            raise ValueError(f"route must be 'auto' or one of {ROUTES}, got {route!r}")
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
         self.top_k = int(top_k)
         self.keep_weights = bool(keep_weights)
-        self.refs = find_matrices(model, layers)
+        lazy = _uninitialised(model)
+        if lazy:
+            raise ValueError(
+                f"{lazy[0]!r} is an uninitialised lazy parameter (nn.LazyLinear and friends): its "
+                "shape is unknown until the first forward pass; run one batch through the model "
+                "before creating the tracker"
+            )
+        self.refs = find_matrices(model, _translate_tied(model, layers))
         self._by_name = {ref.name: ref for ref in self.refs}
+        device = self._check_weights(model)
         self.pairs = self._resolve_pairs(pairs)
-        device = next(model.parameters()).device
         shapes = {ref.name: ref.shape for ref in self.refs}
+        if route == "auto" and record is not None and "svd_routes" in record.meta:
+            self.routes = dict(record.meta["svd_routes"])
+        elif route == "auto" and record is not None:
+            self.routes = dict.fromkeys(shapes, "full")  # format-1 records: the full SVD
+        else:
+            self.routes = {
+                n: choose_route(s, self.top_k) if route == "auto" else route
+                for n, s in shapes.items()
+            }
         if record is None:
             record = RunRecord(
                 shapes, self.top_k, self.pairs, config=config, seed=seed, device=str(device)
             )
         else:
             self._check_resumable(record, shapes)
+        record.meta["svd_routes"] = dict(self.routes)
+        fallbacks = record.meta.setdefault("svd_fallbacks", {})
+        for name, chosen in self.routes.items():
+            if chosen == "values+topk":
+                fallbacks.setdefault(name, [])
         self._record = record
+        self._last_step = int(record.steps[-1]) if len(record) else None
         self.background = bool(background)
-        if (
-            self.background
-            and device.type == "cpu"
-            and torch.get_num_threads() >= (os.cpu_count() or 1)
-        ):
+        self.max_in_flight = max_in_flight
+        self.worker_threads = max(1, _cores() - torch.get_num_threads())
+        if self.background and device.type == "cpu" and torch.get_num_threads() >= _cores():
             warnings.warn(
                 f"background=True on a CPU where torch uses all {torch.get_num_threads()} cores: "
                 "the tracker's thread "
@@ -182,9 +362,12 @@ class SpectralTracker:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        self._warn_if_costly(device, stacklevel=2)
         self._worker: ThreadPoolExecutor | None = None
-        self._in_flight: list[Future] = []
-        self._first: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._in_flight: list[tuple[int, dict, Future]] = []
+        self._last_spectrum: dict[str, np.ndarray] = {
+            n: record.series(n, "singular_values")[-1] for n in shapes if len(record)
+        }
         self.sinks: list = []
         for sink in sinks:
             self.add_sink(sink)
@@ -192,9 +375,12 @@ class SpectralTracker:
 
     def __repr__(self) -> str:
         every = self.every if isinstance(self.every, int) else f"{len(self.every)} steps"
+        routes = sorted(set(self.routes.values()))
+        clamped = sum(min(ref.shape) < self.top_k for ref in self.refs)
+        top_k = f"{self.top_k}" + (f" (clamped to the rank for {clamped})" if clamped else "")
         return (
-            f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={self.top_k}, "
-            f"pairs={len(self.pairs)}, snapshots={len(self.record)})"
+            f"SpectralTracker({len(self.refs)} matrices, every={every}, top_k={top_k}, "
+            f"pairs={len(self.pairs)}, route={'/'.join(routes)}, snapshots={len(self.record)})"
         )
 
     @property
@@ -204,11 +390,55 @@ class SpectralTracker:
         return self._record
 
     def flush(self) -> None:
-        """Wait for the snapshots in flight (``background=True``); raise the first error among
-        them."""
-        in_flight, self._in_flight = self._in_flight, []
-        for future in in_flight:
-            future.result()
+        """Wait for the snapshots in flight (``background=True``) and record them; raise the
+        first error among them (the snapshots after it are dropped)."""
+        try:
+            self._drain(block=True)
+        finally:
+            self._in_flight = []
+
+    def _check_weights(self, model: nn.Module) -> torch.device:
+        """The device the tracked weights live on, after refusing what cannot be decomposed."""
+        views = {ref.name: ref.view(model) for ref in self.refs}
+        for name, W in views.items():
+            if W.device.type == "meta":
+                raise ValueError(
+                    f"matrix {name!r} is on the meta device (a shape without values): materialise "
+                    "the model first, e.g. model.to_empty(device='cpu') and initialise or load "
+                    "its weights, then create the tracker"
+                )
+            if W.is_complex():
+                raise ValueError(
+                    f"matrix {name!r} is complex ({W.dtype}); the tracker handles real weight "
+                    "matrices only: leave it out with layers=..."
+                )
+            if W.numel() == 0:
+                raise ValueError(
+                    f"matrix {name!r} is empty (shape {tuple(W.shape)}): it has no spectrum; "
+                    "leave it out with layers=..."
+                )
+        return next(iter(views.values())).device
+
+    def _warn_if_costly(self, device: torch.device, stacklevel: int) -> None:
+        shapes = [ref.shape for ref in self.refs]
+        threads = self.worker_threads if self.background else torch.get_num_threads()
+        seconds, peak = snapshot_cost(shapes, self.routes, device, threads)
+        if seconds < SLOW_SNAPSHOT_SECONDS and peak < LARGE_SNAPSHOT_BYTES:
+            return
+        if any(r == "full" for r in self.routes.values()):
+            cheaper, _ = snapshot_cost(shapes, "values+topk", device, threads)
+            advice = (
+                f"route='values+topk' (all values by svdvals, only the top-{self.top_k} vectors) "
+                f"would take about {cheaper:.0f} s"
+            )
+        else:
+            advice = "snapshot less often (every=...) or track fewer layers (layers=...)"
+        warnings.warn(
+            f"each snapshot of these {len(shapes)} matrices will take about {seconds:.0f} s and "
+            f"{peak / 2**20:.0f} MiB on {device} ({threads} thread(s), estimated); {advice}",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     # ---- set-up checks
     # -----------------------------------------------------------------------------
@@ -259,6 +489,14 @@ class SpectralTracker:
             raise ValueError(
                 f"cannot resume: the record has top_k={record.top_k}, this tracker {self.top_k}"
             )
+        theirs = record.meta.get("svd_routes") or dict.fromkeys(shapes, "full")
+        if theirs != self.routes:
+            differ = [n for n in shapes if theirs.get(n) != self.routes.get(n)]
+            raise ValueError(
+                f"cannot resume: the record decomposed {differ[0]!r} with route "
+                f"{theirs.get(differ[0])!r}, this tracker with {self.routes[differ[0]]!r}; a "
+                "record does not mix routes: pass route='auto' to continue with the record's"
+            )
         self.pairs = record.pairs
 
     # ---- tracking
@@ -284,71 +522,134 @@ class SpectralTracker:
     def snapshot(self, step: int, model: nn.Module, **scalars) -> None:
         """Decompose every tracked matrix now and append the results to :attr:`record`."""
         values = {name: _scalar(name, value) for name, value in scalars.items()}
-        views = self._views(model)
-        _check_finite(step, views)
-        if not self.background:
-            self._append_snapshot(step, views, values)
-            return
-        self._in_flight = [f for f in self._in_flight if not f.done() or f.exception() is not None]
-        if any(f.done() for f in self._in_flight):
-            # an earlier snapshot failed: raise its error now, at a step of the caller's
+        if self.background:
+            self._drain(block=False)
+        if self._last_step is not None and step <= self._last_step:
             self.flush()
+            raise ValueError(self._record._repeated_step_message(step))
+        views = self._views(model)
+        if not self.background:
+            self._commit(step, self._decompose(step, views), values)
+            self._last_step = step
+            return
+        while len(self._in_flight) >= self.max_in_flight:
+            self._drain(block=True, at_most=1)  # block: each snapshot in flight holds a copy
+        _check_finite(step, views)
         copies = {name: W.clone() for name, W in views.items()}  # the views are the live weights
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectral-tracker")
-        self._in_flight.append(self._worker.submit(self._append_snapshot, step, copies, values))
+            self._worker = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="spectral-tracker",
+                initializer=_start_worker,
+                initargs=(self.worker_threads,),
+            )
+        future = self._worker.submit(self._decompose, step, copies)
+        self._in_flight.append((step, values, future))
+        self._last_step = step
 
-    def _append_snapshot(
-        self, step: int, views: dict[str, torch.Tensor], values: dict[str, float]
-    ) -> None:
-        groups: dict[tuple, list[str]] = defaultdict(list)
-        for name, W in views.items():
-            groups[(tuple(W.shape), W.dtype, W.device)].append(name)
-        on_device: dict[str, dict[str, torch.Tensor]] = {}
-        for (_, dtype, _), names in groups.items():
-            compute = torch.float64 if dtype == torch.float64 else torch.float32
-            A = torch.stack([views[n] for n in names]).to(compute)  # (B, m, n)
-            U, S, Vh = _svd_checked(A)
-            R = S.shape[-1]
-            k = min(self.top_k, R)
-            stats = {
-                "singular_values": S,
-                # contiguous: matmuls on strided views round differently, and a resumed
-                # run (vectors reloaded from disk) must reproduce an uninterrupted one
-                "U": U[..., :, :k].contiguous(),
-                "Vh": Vh[..., :k, :].contiguous(),
-                "fro_norm": S.square().sum(-1).sqrt(),  # ||W||_F^2 = sum s^2
-                "norm_eff_rank": effective_rank_from_spectrum(S) / R,
-                "stable_rank": stable_rank_from_spectrum(S),
-            }
-            for i, name in enumerate(names):
-                on_device[name] = {field: value[i] for field, value in stats.items()}
-        for name, fields in on_device.items():
-            if name not in self._first:
-                self._first[name] = self._first_vectors(name, fields)
-            U0, Vh0 = self._first[name]
-            fields["agreement_first"] = agreement_from_vectors(fields["U"], fields["Vh"], U0, Vh0)
-            if self.keep_weights:
-                fields["weights"] = views[name].to(
-                    dtype=torch.float32, copy=True
-                )  # never alias the live weights
-        alignments = []
-        for prev, nxt in self.pairs:
-            U_prev, Vh_next = on_device[prev]["U"], on_device[nxt]["Vh"]
-            k = min(U_prev.shape[-1], Vh_next.shape[-2])
-            alignments.append(alignment_from_vectors(U_prev[:, :k].to(Vh_next.dtype), Vh_next[:k]))
-        layers = {
-            name: {f: v.cpu().numpy() for f, v in fields.items()}
-            for name, fields in on_device.items()
-        }
-        self._record.append(
-            step,
-            {n: layers[n] for n in self._by_name},
-            [a.cpu().numpy() for a in alignments],
-            values,
-        )
+    def _drain(self, block: bool, at_most: int | None = None) -> None:
+        """Record the finished snapshots of the worker, oldest first, on the caller's thread.
+
+        The worker only decomposes (torch releases the GIL there); the record's Python
+        bookkeeping runs here, so the worker never holds the GIL for long while training waits.
+        """
+        done = 0
+        while self._in_flight and (block or self._in_flight[0][2].done()):
+            step, values, future = self._in_flight.pop(0)
+            self._commit(step, future.result(), values)
+            done += 1
+            if at_most is not None and done >= at_most:
+                return
+
+    def _commit(self, step: int, decomposed, values: dict[str, float]) -> None:
+        layers, fallbacks = decomposed
+        self._record.append(step, layers, scalars=values)
+        for name in fallbacks:
+            self._record.meta["svd_fallbacks"][name].append(step)
         for sink in self.sinks:
             sink.push(self._record, -1)
+
+    def _route_now(self, name: str) -> str:
+        """The route for ``name`` at this snapshot: ``values+topk`` only where the previous
+        spectrum predicts its check will pass (:func:`top_k_svd_likely_exact`)."""
+        if self.routes[name] != "values+topk":
+            return "full"
+        S = self._last_spectrum.get(name)
+        return "values+topk" if S is not None and top_k_svd_likely_exact(S, self.top_k) else "full"
+
+    def _decompose(
+        self, step: int, views: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+        """Every field of every matrix on the host, with one device-to-host copy, and the names
+        of the ``values+topk`` matrices decomposed by the full SVD at this step."""
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for name, W in views.items():
+            groups[(tuple(W.shape), W.dtype, W.device, self._route_now(name))].append(name)
+        results: list[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for (_, dtype, _, route), names in groups.items():
+            compute = torch.float64 if dtype == torch.float64 else torch.float32
+            A = torch.stack([views[n] for n in names])  # (B, m, n)
+            if A.dtype != compute:
+                A = A.to(compute)
+            k = min(self.top_k, *A.shape[-2:])
+            try:
+                if route == "full":
+                    U, S, Vh = _svd_checked(A)
+                    U, Vh, exact = U[..., :k], Vh[..., :k, :], None
+                else:
+                    U, S, Vh, exact = top_k_svd(A, k)
+                    exact = exact.to(S.dtype)
+            except (torch.linalg.LinAlgError, RuntimeError):
+                # a NaN or inf entry can make LAPACK fail instead of returning NaN
+                finite = torch.isfinite(A).flatten(1).all(1).tolist()
+                for name, ok in zip(names, finite):
+                    if not ok:
+                        raise _diverged(step, name) from None
+                raise
+            results.append((names, [S, U, Vh] if exact is None else [S, U, Vh, exact]))
+        host_tensors = iter(to_host([t for _, tensors in results for t in tensors]))
+        host: dict[str, dict[str, np.ndarray]] = {}
+        spectra, rows = [], []
+        fallbacks = []
+        for names, tensors in results:
+            S, U, Vh = next(host_tensors), next(host_tensors), next(host_tensors)
+            exact = next(host_tensors) if len(tensors) == 4 else np.ones(len(names))
+            for j, name in enumerate(names):
+                host[name] = {"singular_values": S[j], "U": U[j], "Vh": Vh[j]}
+                spectra.append(S[j])
+                rows.append(name)
+                if exact[j] and self.routes[name] == "values+topk":
+                    fallbacks.append(name)
+        # every matrix's metrics in one vectorised pass over the spectra, zero-padded to the
+        # longest (zeros add nothing to the sums): effective rank exp(-sum p log p) with
+        # p = s / sum s, stable rank sum s^2 / s_1^2, ||W||_F = sqrt(sum s^2). A zero matrix has
+        # neither rank: recorded as 0 (class docstring).
+        width = max(len(S) for S in spectra)
+        padded = np.zeros((len(spectra), width), dtype=np.float64)
+        for i, S in enumerate(spectra):
+            padded[i, : len(S)] = S
+        finite = np.isfinite(padded).all(-1)  # a NaN or inf entry of W makes its S NaN
+        if not finite.all():
+            raise _diverged(step, rows[int(np.argmin(finite))])
+        ranks = np.array([len(S) for S in spectra])
+        total = padded.sum(-1, keepdims=True)
+        p = padded / np.where(total > 0, total, 1)
+        entropy = -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
+        zero = padded[:, 0] == 0
+        squares = (padded**2).sum(-1)
+        eff = np.where(zero, 0, np.exp(entropy) / ranks)
+        stable = np.where(zero, 0, squares / np.where(zero, 1, padded[:, 0] ** 2))
+        fro = np.sqrt(squares)
+        for i, name in enumerate(rows):
+            dtype = spectra[i].dtype.type
+            self._last_spectrum[name] = spectra[i]
+            host[name].update(
+                fro_norm=dtype(fro[i]), norm_eff_rank=dtype(eff[i]), stable_rank=dtype(stable[i])
+            )
+        if self.keep_weights:
+            for name, W in views.items():  # never alias the live weights
+                host[name]["weights"] = W.to(device="cpu", dtype=torch.float32, copy=True).numpy()
+        return {n: host[n] for n in self._by_name}, fallbacks
 
     def _views(self, model: nn.Module) -> dict[str, torch.Tensor]:
         views = {}
@@ -365,15 +666,6 @@ class SpectralTracker:
                 )
             views[ref.name] = W.detach()
         return views
-
-    def _first_vectors(
-        self, name: str, fields: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(self._record):  # resuming: the first snapshot is in the record
-            U0 = torch.as_tensor(self._record.series(name, "U")[0])
-            Vh0 = torch.as_tensor(self._record.series(name, "Vh")[0])
-            return U0.to(fields["U"]), Vh0.to(fields["Vh"])
-        return fields["U"].clone(), fields["Vh"].clone()
 
     def save(self, path) -> None:
         """Save the record so far atomically (see :meth:`RunRecord.save`)."""

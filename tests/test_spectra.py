@@ -196,3 +196,65 @@ def test_cuda_results_match_cpu(cuda):
     torch.testing.assert_close(
         sp.agreement(W.to(cuda), W.to(cuda) * 2).cpu(), sp.agreement(W, W * 2), atol=1e-4, rtol=0
     )
+
+
+# ---- top_k_svd: all values, only the top-k vectors (issue 17.2)
+# --------------------------------------------------------------------------------------------
+def _with_spectrum(S: torch.Tensor, m: int, n: int, seed: int = 0) -> torch.Tensor:
+    """A float64 ``(m, n)`` matrix with singular values ``S`` (descending) and random vectors."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(m, len(S), generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(n, len(S), generator=g, dtype=torch.float64)).Q
+    return (U * S) @ V.T
+
+
+def _largest_angle(U: torch.Tensor, U_ref: torch.Tensor) -> float:
+    """Largest angle (radians) between matching columns, up to sign, computed in float64."""
+    U, U_ref = U.double(), U_ref.double()
+    sign = torch.sign((U * U_ref).sum(-2, keepdim=True))
+    return float((2 * torch.arcsin((U * sign - U_ref).norm(dim=-2) / 2)).max())
+
+
+@pytest.mark.parametrize("shape", [(120, 120), (160, 100), (100, 200)])
+def test_top_k_svd_matches_the_full_svd_where_the_gap_allows(shape):
+    m, n = shape
+    R = min(m, n)
+    decay = torch.cat([10 * 0.75 ** torch.arange(20.0), 0.05 * torch.linspace(1, 0.1, R - 20)])
+    A = _with_spectrum(decay.double(), m, n).float()[None]
+    U, S, Vh, exact = sp.top_k_svd(A, 10)
+    U_ref, S_ref, Vh_ref = torch.linalg.svd(A.double(), full_matrices=False)
+    assert not exact.any()  # the randomized vectors were accepted
+    assert float((S.double() - S_ref).abs().max() / S_ref[..., 0].max()) < 1e-5
+    assert _largest_angle(U, U_ref[..., :10]) < 1e-4
+    assert _largest_angle(Vh.mT, Vh_ref[..., :10, :].mT) < 1e-4
+    assert U.shape == (1, m, 10) and Vh.shape == (1, 10, n) and S.shape == (1, R)
+
+
+def test_top_k_svd_falls_back_to_the_full_svd_at_near_degenerate_gaps():
+    """At initialisation neighbouring singular values are close: randomized vectors would be
+    wrong (0.15-0.65 agreement in issue 17), so those matrices get the full SVD's vectors."""
+    torch.manual_seed(0)
+    init = torch.randn(120, 120) / 120**0.5
+    decay = torch.cat([10 * 0.75 ** torch.arange(20.0), 0.05 * torch.linspace(1, 0.1, 100)])
+    trained = _with_spectrum(decay.double(), 120, 120).float()
+    degenerate = _with_spectrum(torch.tensor([5.0, 5.0] + [1.0] * 118).double(), 120, 120)
+    A = torch.stack([init, trained, degenerate.float()])
+    U, S, Vh, exact = sp.top_k_svd(A, 10)
+    assert exact.tolist() == [True, False, True]
+    U_ref, _, Vh_ref = torch.linalg.svd(A[exact], full_matrices=False)
+    torch.testing.assert_close(U[exact], U_ref[..., :10], rtol=0, atol=0)
+    torch.testing.assert_close(Vh[exact], Vh_ref[..., :10, :], rtol=0, atol=0)
+    assert not sp.top_k_svd_likely_exact(S[0].numpy(), 10)  # predicted from the spectrum too
+    assert sp.top_k_svd_likely_exact(S[1].numpy(), 10)
+    assert not sp.top_k_svd_likely_exact(S[2].numpy(), 10)
+
+
+def test_top_k_svd_takes_values_from_svdvals_not_the_gram_matrix():
+    """Small singular values keep their relative accuracy (a Gram matrix's eigenvalues would
+    square the condition number: s = 1e-5 s_1 would come out as noise)."""
+    S_true = torch.logspace(0, -5, 120, dtype=torch.float64)
+    A = _with_spectrum(S_true, 120, 120)
+    _, S, _, _ = sp.top_k_svd(A[None], 10)
+    torch.testing.assert_close(S[0], S_true, rtol=1e-9, atol=0)
+    gram = torch.linalg.eigvalsh(A.float() @ A.float().T).flip(0).clamp_min(0).sqrt()
+    assert float((gram[-1] - S_true[-1]).abs() / S_true[-1]) > 0.5  # what it would have cost

@@ -1,5 +1,8 @@
 """SpectralTracker on an MLP, a CNN, an LSTM and a transformer layer."""
 
+import os
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -66,17 +69,18 @@ def test_alignment_and_agreement_match_the_reference_functions():
     record = tracker.record
     assert record.pairs == [("0", "2"), ("2", "4")]  # inferred: 12->32->32->5
     W0, W2 = (torch.as_tensor(record.series(n, "weights")[-1]) for n in ("0", "2"))
+    # vectors are stored rounded (record module docstring): metrics within 1e-4 of exact ones
     np.testing.assert_allclose(
-        record.alignment(("0", "2"))[-1], sp.alignment(W0, W2, k=4), atol=1e-5
+        record.alignment(("0", "2"))[-1], sp.alignment(W0, W2, k=4), atol=1e-4
     )
     first = torch.as_tensor(record.series("2", "weights")[0])
     np.testing.assert_allclose(
-        record.series("2", "agreement_first")[-1], sp.agreement(W2, first, k=4), atol=1e-5
+        record.series("2", "agreement_first")[-1], sp.agreement(W2, first, k=4), atol=1e-4
     )
-    np.testing.assert_allclose(record.series("2", "agreement_first")[0], np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(record.series("2", "agreement_first")[0], np.eye(4), atol=1e-4)
     final = record.agreement_with("final")["2"]
-    np.testing.assert_allclose(final[-1], np.eye(4), atol=1e-5)
-    np.testing.assert_allclose(final[0], sp.agreement(first, W2, k=4), atol=1e-5)
+    np.testing.assert_allclose(final[-1], np.eye(4), atol=1e-4)
+    np.testing.assert_allclose(final[0], sp.agreement(first, W2, k=4), atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -232,13 +236,18 @@ def test_steps_must_increase_and_be_valid():
     model = mlp()
     tracker = SpectralTracker(model, every=1)
     tracker.step(5, model)
-    with pytest.raises(ValueError, match="not after the last recorded step 5.*truncate"):
+    tracker.step(6, model)
+    with pytest.raises(ValueError, match=r"not after the last recorded step 6.*truncate\(5\)"):
+        tracker.step(6, model)
+    # issue 14.12: repeating the first step must not suggest truncate(4), which empties the record
+    with pytest.raises(ValueError, match="new run.*truncating would empty") as error:
         tracker.step(5, model)
+    assert "truncate(" not in str(error.value)
     with pytest.raises(ValueError, match="non-negative integer"):
         tracker.step(-1, model)
     with pytest.raises(ValueError, match="scalar 'loss' must be a number"):
-        tracker.step(6, model, loss="low")
-    assert len(tracker.record) == 1
+        tracker.step(7, model, loss="low")
+    assert len(tracker.record) == 2
 
 
 def test_resume_with_another_model_or_top_k_is_refused(tmp_path):
@@ -286,8 +295,6 @@ def threads():
 
 
 def test_background_tracking_warns_without_a_free_core(threads):
-    import os
-
     threads(os.cpu_count())
     with pytest.warns(RuntimeWarning, match="leave a core free|Leave a core free"):
         SpectralTracker(mlp(), background=True)
@@ -331,3 +338,262 @@ def test_background_tracking_refuses_nan_at_the_step_and_raises_worker_errors(mo
     with pytest.raises(RuntimeError, match="the SVD failed"):
         tracker.flush()
     assert list(tracker.record.steps) == [0]
+
+
+# ---- routes (issue 17.2): values+topk where it is faster, recorded, never mixed silently
+# --------------------------------------------------------------------------------------------
+def _trained_like_stack(n_layers: int = 2, width: int = 120, seed: int = 0) -> nn.Sequential:
+    """Square layers whose spectra decay with gaps at the top (as after training)."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(*[nn.Linear(width, width) for _ in range(n_layers)])
+    decay = torch.cat([10 * 0.75 ** torch.arange(20.0), 0.05 * torch.linspace(1, 0.1, width - 20)])
+    with torch.no_grad():
+        for layer in model:
+            U = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64)).Q
+            V = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64)).Q
+            layer.weight.copy_((U * decay.double()) @ V.T)
+    return model
+
+
+def test_auto_route_by_shape_is_recorded_and_matches_the_full_svd():
+    model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 20))
+    tracker = SpectralTracker(model, every=1, top_k=10)
+    assert tracker.routes == {"0": "values+topk", "1": "full"}
+    assert tracker.record.meta["svd_routes"] == {"0": "values+topk", "1": "full"}
+
+    trained = _trained_like_stack()  # 120 wide: auto would pick "full"; the route is forced
+    fast = SpectralTracker(trained, every=1, top_k=10, route="values+topk")
+    full = SpectralTracker(trained, every=1, top_k=10, route="full")
+    for step in range(3):
+        for tracker in (fast, full):
+            tracker.step(step, trained)
+        with torch.no_grad():
+            for layer in trained:
+                layer.weight.mul_(1.01)
+    # the first snapshot has no spectrum to predict from: the full SVD, recorded as a fallback
+    assert fast.record.meta["svd_fallbacks"] == {"0": [0], "1": [0]}
+    a, b = fast.record, full.record
+    for name in a.layers:
+        np.testing.assert_allclose(
+            a.singular_values(name), b.singular_values(name), rtol=0, atol=1e-5 * 10
+        )
+        for field in ("U", "Vh"):
+            # vectors agree up to sign: |<a, b>| = 1 within the route's 1e-4 and the rounding
+            x, y = a.series(name, field), b.series(name, field)
+            axis = 1 if field == "U" else 2
+            np.testing.assert_allclose(np.abs((x * y).sum(axis)), 1.0, atol=1e-4)
+
+
+def test_the_route_falls_back_at_initialisation_and_says_so():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(120, 120))  # random: near-degenerate gaps at the top
+    fast = SpectralTracker(model, every=1, top_k=10, route="values+topk")
+    full = SpectralTracker(model, every=1, top_k=10, route="full")
+    for step in range(2):
+        fast.step(step, model)
+        full.step(step, model)
+    assert fast.record.meta["svd_fallbacks"] == {"0": [0, 1]}
+    np.testing.assert_array_equal(fast.record.series("0", "U"), full.record.series("0", "U"))
+
+
+def test_resuming_with_another_route_is_refused_and_auto_keeps_the_records(tmp_path):
+    model = _trained_like_stack(1)
+    tracker = SpectralTracker(model, every=1, route="full")
+    tracker.step(0, model)
+    record = RunRecord.load(tracker.record.save(tmp_path / "run.npz"))
+    with pytest.raises(ValueError, match="cannot resume.*route 'full'.*does not mix routes"):
+        SpectralTracker(model, every=1, route="values+topk", record=record)
+    resumed = SpectralTracker(model, every=1, record=record)  # auto: the record's route
+    assert resumed.routes == {"0": "full"}
+    with pytest.raises(ValueError, match="route must be"):
+        SpectralTracker(model, route="lanczos")
+
+
+# ---- snapshot overhead (issue 17.3): one host copy, finiteness read from the decomposition
+# --------------------------------------------------------------------------------------------
+def test_the_gpu_path_copies_to_the_host_once_and_gives_the_same_record(monkeypatch):
+    """The buffer path a CUDA snapshot takes, forced on the CPU: one .cpu() for everything."""
+    from spectral_lab import tracker as tracker_module
+
+    records = {}
+    calls = []
+    real_cpu = torch.Tensor.cpu
+    for forced in (False, True):
+        if forced:
+            real_to_host = tracker_module.to_host
+            monkeypatch.setattr(
+                tracker_module, "to_host", lambda ts: real_to_host(ts, copy_once=True)
+            )
+            monkeypatch.setattr(
+                torch.Tensor, "cpu", lambda self, *a, **kw: calls.append(1) or real_cpu(self)
+            )
+        torch.manual_seed(0)
+        model = SmallTransformer()
+        tracker = SpectralTracker(model, every=1, top_k=3, pairs=None)
+        tracker.step(0, model)
+        records[forced] = tracker.record.to_arrays()
+    assert len(calls) == 1
+    for key in records[False]:
+        np.testing.assert_array_equal(records[False][key], records[True][key], err_msg=key)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_is_found_in_the_decomposition_without_a_separate_pass(monkeypatch, bad):
+    from spectral_lab import tracker as tracker_module
+
+    def no_separate_check(*args):
+        raise AssertionError("the synchronous snapshot must not scan the weights twice")
+
+    monkeypatch.setattr(tracker_module, "_check_finite", no_separate_check)
+    model = mlp()
+    tracker = SpectralTracker(model, every=1)
+    tracker.step(0, model)
+    with torch.no_grad():
+        model[2].weight[1, 1] = bad
+    with pytest.raises(ValueError, match="at step 1, matrix '2' contains NaN or infinite"):
+        tracker.step(1, model)
+    assert tracker.record.steps.tolist() == [0]
+
+
+# ---- background=True (issue 17.1): its own thread budget, a bounded number in flight
+# --------------------------------------------------------------------------------------------
+def test_the_worker_sets_its_own_thread_count_from_the_free_cores(threads, monkeypatch):
+    from spectral_lab import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "_cores", lambda: 4)
+    threads(1)
+    model = mlp()
+    tracker = SpectralTracker(model, every=1, background=True)
+    assert tracker.worker_threads == 3  # 4 cores, training uses 1
+    tracker.step(0, model)
+    assert tracker._worker.submit(torch.get_num_threads).result() == 3
+    assert torch.get_num_threads() == 1  # the caller's pool is untouched
+    if hasattr(os, "getpriority"):  # and it yields to training on a busy machine (Linux)
+        import threading
+
+        def nice():
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        assert tracker._worker.submit(nice).result() == min(19, nice() + 10)
+    threads(2)
+    assert SpectralTracker(model, background=True).worker_threads == 2
+    tracker.close()
+
+
+def test_at_most_max_in_flight_snapshots_wait_then_the_step_blocks(monkeypatch, threads):
+    import threading
+
+    from spectral_lab import tracker as tracker_module
+
+    threads(1)
+    gate = threading.Event()
+    real = tracker_module._svd_checked
+
+    def gated(A):
+        gate.wait(30)
+        return real(A)
+
+    monkeypatch.setattr(tracker_module, "_svd_checked", gated)
+    model = mlp()
+    tracker = SpectralTracker(model, every=1, background=True, max_in_flight=2)
+    tracker.step(0, model)
+    tracker.step(1, model)
+    assert len(tracker._in_flight) == 2  # two copies of the weights held, none recorded
+    third = threading.Thread(target=tracker.step, args=(2, model))
+    third.start()
+    third.join(0.5)
+    assert third.is_alive()  # blocked: a third copy would exceed the bound
+    gate.set()
+    third.join(30)
+    assert not third.is_alive()
+    assert tracker.record.steps.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_in_flight must be"):
+        SpectralTracker(model, max_in_flight=0)
+
+
+# ---- issue 14.12: edges, each a clear message or documented behaviour
+# --------------------------------------------------------------------------------------------
+def test_meta_device_model_is_refused_with_the_fix():
+    model = nn.Linear(4, 3, device="meta")
+    with pytest.raises(ValueError, match="'weight' is on the meta device.*to_empty"):
+        SpectralTracker(model)
+
+
+def test_uninitialised_lazy_layer_is_refused_not_skipped():
+    model = nn.Sequential(nn.LazyLinear(4), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="'0.weight' is an uninitialised lazy.*forward pass"):
+        SpectralTracker(model)
+    model(torch.randn(2, 5))  # materialised: both layers are tracked
+    assert [ref.name for ref in SpectralTracker(model).refs] == ["0", "1"]
+
+
+def test_complex_weights_are_refused_by_name():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[1].weight = nn.Parameter(model[1].weight.to(torch.complex64))
+    with pytest.raises(ValueError, match="matrix '1' is complex.*real weight matrices only"):
+        SpectralTracker(model)
+
+
+def test_zero_size_matrix_is_refused_by_name():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: initialising zero elements
+        model = nn.Sequential(nn.Linear(4, 3), nn.Linear(0, 2))
+    with pytest.raises(ValueError, match=r"matrix '1' is empty \(shape \(2, 0\)\).*layers="):
+        SpectralTracker(model)
+
+
+def test_all_zero_matrix_has_ranks_zero_not_nan(tmp_path):
+    model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 4))
+    with torch.no_grad():
+        model[1].weight.zero_()  # zero-initialised output layers are common
+    tracker = SpectralTracker(model, every=1, top_k=2)
+    tracker.step(0, model)
+    record = RunRecord.load(tracker.record.save(tmp_path / "run.npz"))
+    assert record.norm_eff_rank(["1"]).tolist() == [[0.0]]
+    assert record.stable_rank(["1"]).tolist() == [[0.0]] and record.fro_norm(["1"]).tolist() == [
+        [0.0]
+    ]
+    assert np.isfinite(record.norm_eff_rank(["0"])).all()
+
+
+def test_top_k_above_the_rank_is_clamped_and_said_in_the_repr():
+    model = mlp()  # ranks 12, 32, 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # documented, not warned: small layers are ordinary
+        tracker = SpectralTracker(model, every=1, top_k=20)
+    tracker.step(0, model)
+    assert tracker.record.series("4", "U").shape == (1, 5, 5)
+    assert tracker.record.series("2", "U").shape == (1, 32, 20)
+    assert "top_k=20 (clamped to the rank for 2)" in repr(tracker)
+    assert "clamped" not in repr(SpectralTracker(model, top_k=5))
+
+
+def test_tied_weights_are_selected_by_either_name():
+    embed = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = embed.weight
+    model = nn.ModuleDict({"embed": embed, "head": head})
+    by_first = SpectralTracker(model, layers=["embed"])
+    by_second = SpectralTracker(model, layers=["head"])  # "unknown layer 'head'" before
+    assert [r.name for r in by_first.refs] == [r.name for r in by_second.refs] == ["embed"]
+
+
+def test_a_slow_or_large_snapshot_warns_once_with_the_estimate_and_the_cheaper_route(
+    monkeypatch,
+):
+    from spectral_lab import tracker as tracker_module
+
+    seconds, peak = tracker_module.snapshot_cost([(4096, 4096)], "full")
+    assert 30 < seconds < 300 and 2**28 < peak < 2**31  # issue 14: 89 s and 840 MB measured
+    cheaper, _ = tracker_module.snapshot_cost([(4096, 4096)], "values+topk")
+    assert cheaper < seconds
+
+    monkeypatch.setattr(tracker_module, "SLOW_SNAPSHOT_SECONDS", 1e-9)
+    model = mlp()
+    with pytest.warns(RuntimeWarning, match=r"will take about .* s and .* MiB.*route='values"):
+        tracker = SpectralTracker(model, every=1, route="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracker.step(0, model)  # warned once, before the first snapshot; not again
+        tracker.step(1, model)
