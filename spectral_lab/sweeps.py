@@ -231,6 +231,17 @@ def _tensor_node(value: torch.Tensor, arrays: list, where: str) -> dict:
     return node
 
 
+def _check_key(key, where: str) -> None:
+    if type(key) is tuple:
+        for part in key:
+            _check_key(part, where)
+    elif key is not None and type(key) not in (bool, int, float, str):
+        raise TypeError(
+            f"cannot store the dict key {key!r} at {where}: keys are str, int, float, bool, None "
+            "or tuples of them"
+        )
+
+
 def _encode(value, arrays: list, where: str):
     """``value`` as a JSON tree; its arrays are appended to ``arrays`` (see :func:`save_result`)."""
     if value is None or type(value) in (bool, int, float, str):
@@ -240,6 +251,8 @@ def _encode(value, arrays: list, where: str):
     if type(value) is tuple:
         return {"$tuple": [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]}
     if type(value) in (dict, OrderedDict):
+        for key in value:
+            _check_key(key, where)
         return {
             "$dict": [
                 [_encode(k, arrays, f"{where} key {k!r}"), _encode(v, arrays, f"{where}[{k!r}]")]
@@ -445,8 +458,9 @@ def _save_result(out_dir, config, label, value) -> None:
             leftover.unlink()
     except OSError as err:
         stored = sum(1 for _ in Path(out_dir).glob("*.npz"))
+        at = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
         raise StoreError(
-            f"could not save {err.filename or path}: {err.strerror or err}. The sweep stopped; "
+            f"could not save {path}: {err.strerror or err}{at}. The sweep stopped; "
             f"the {stored} result(s) saved in {out_dir} are kept. Free space or fix the folder, "
             "then run the same sweep again to continue"
         ) from err

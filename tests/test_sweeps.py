@@ -479,6 +479,7 @@ def test_what_cannot_be_stored_is_named_before_anything_is_written(tmp_path):
         ({"o": np.array([object()])}, "object array"),
         ({"s": torch.eye(2).to_sparse()}, "only dense tensors"),
         ({"m": np.ma.masked_array([1, 2])}, "MaskedArray"),
+        ({np.int64(1): 2}, r"dict key np.int64\(1\) at result: keys are str"),
     ):
         with pytest.raises(TypeError, match=named):
             save_result(tmp_path / "x.npz", value)
