@@ -24,7 +24,10 @@ sweep), the chapters' sweeps and ``python -m spectral_lab run|sweep`` for
 their ``--out``. The lock is per process and re-entrant: the same process may
 take it again (a sweep inside a command that already holds its folder), and it
 is released when the outermost holder leaves. Worker processes of a sweep do
-not take it; the process that owns the sweep holds it for them. POSIX only
+not take it; the process that owns the sweep holds it for them (Dask and Ray start
+them fresh, so they do not inherit it; a child made with a bare ``fork`` shares the
+lock until it ends, so a crashed parent's output stays locked while such a child
+lives). POSIX only
 (``fcntl``); on a network file system flock works where the server supports it
 (NFSv4, Lustre with ``flock`` mounts).
 """
