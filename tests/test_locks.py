@@ -50,15 +50,18 @@ def start_holder(target: Path, folder: bool = False) -> subprocess.Popen:
 
 
 def release(process: subprocess.Popen) -> None:
-    """Tell the holder to let go (a refused one has already ended), and wait for it."""
-    try:
-        process.stdin.write("\n")
-        process.stdin.flush()
-    except BrokenPipeError:
-        pass
+    """Tell the holder to let go (a refused or killed one has ended), wait, close its pipes."""
+    for step in (lambda: process.stdin.write("\n"), process.stdin.flush):
+        try:
+            step()
+        except BrokenPipeError:
+            break
     process.wait(timeout=30)
-    process.stdin.close()
-    process.stdout.close()
+    for pipe in (process.stdin, process.stdout):
+        try:
+            pipe.close()
+        except BrokenPipeError:  # the line we could not send: closed all the same
+            pass
 
 
 def test_lock_files_sit_beside_a_file_and_inside_a_folder(tmp_path):
