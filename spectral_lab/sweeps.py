@@ -25,19 +25,37 @@ Dask and Ray are optional extras (``pip install -e ".[dask]"`` or ``".[ray]"`` i
 clone of the repository), imported only when their engine is asked for.
 
 Result store (``out_dir``): every finished run is saved as it completes, by
-this process, atomically: a :class:`RunRecord` with :meth:`RunRecord.save` to
-``out_dir/<name>.npz``, any other result pickled to ``out_dir/<name>.pkl``
-(read back with :mod:`pickle`: only load stores you wrote). ``<name>`` is
-:func:`config_key` (16 hex digits of SHA-256 over the config's class name and
-``asdict``, every field but ``device``: where a run ran does not change what
-it is), prefixed by ``label(config)`` when a label function is given
-(``wd_0.1-3fa2...``). A changed config never reads a stale result. A sweep run
-again loads what is there, runs only the rest, and starts no engine when
-nothing is left; an interrupted sweep loses only the runs in flight, and not
-even those when ``run`` keeps checkpoints: a ``run`` that takes ``out=`` is
-given ``out_dir/partial/<name>.npz`` to keep its work in progress (and to
-continue from it when called again); the folder's files for a run are
-removed once its result has landed.
+this process, atomically, to ``out_dir/<name>.npz``: a :class:`RunRecord` with
+:meth:`RunRecord.save`, any other result with :func:`save_result` (plain data
+as arrays plus JSON, see below). ``<name>`` is :func:`config_key` (16 hex
+digits of SHA-256 over the config's class name and ``asdict``, every field but
+``device``: where a run ran does not change what it is), prefixed by
+``label(config)`` when a label function is given (``wd_0.1-3fa2...``). A
+changed config never reads a stale result. A sweep run again loads what is
+there, runs only the rest, and starts no engine when nothing is left; an
+interrupted sweep loses only the runs in flight, and not even those when
+``run`` keeps checkpoints: a ``run`` that takes ``out=`` is given
+``out_dir/partial/<name>.npz`` to keep its work in progress (and to continue
+from it when called again); the folder's files for a run are removed once its
+result has landed.
+
+No code runs from a store. Nothing is unpickled: a store is often shared or
+downloaded, and a pickle runs code when it is loaded. A result that is not a
+record is stored as plain data (:func:`save_result`): ``None``, bools, ints,
+floats, strings, lists, tuples and dicts of them, numpy arrays and scalars,
+torch tensors (back on the CPU, detached), and dataclasses on an explicit
+allow-list (:func:`storable`), each array an entry of an ``.npz`` read with
+``allow_pickle=False`` and the structure JSON with a format name and version.
+A file of a store that is not ours, of an unknown format or version, or
+corrupt, is a :class:`StoreError` naming it and what to do; an old ``.pkl``
+result is refused (delete it and run again to regenerate it).
+
+Ownership: the sweep checks that ``out_dir`` is a writable folder before any
+run starts and holds its lock (:func:`spectral_lab.locks.output_lock`, the
+file ``out_dir/.lock``) for the whole sweep, so a second sweep into the same
+folder fails at once naming the first one's pid. A result that cannot be
+written (full disk, read-only folder) stops the sweep with a
+:class:`StoreError` naming the file and the reason; what was saved stays.
 
 Failures: an exception raised by ``run`` is caught on the worker and reported,
 not retried (training is deterministic; the same config would fail again). A
@@ -75,13 +93,21 @@ import inspect
 import json
 import logging
 import os
-import pickle
+import tempfile
 import traceback
-from dataclasses import asdict, dataclass, fields
+import zipfile
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
 
 from .files import atomic_write
+from .locks import output_lock
+from .record import FORMAT as RECORD_FORMAT
 from .record import RunRecord
 from .runtime import install_hint, progress_bar
 
@@ -90,6 +116,11 @@ __all__ = [
     "config_key",
     "result_path",
     "partial_path",
+    "save_result",
+    "load_result",
+    "storable",
+    "locked_store",
+    "StoreError",
     "SweepError",
     "SweepFailure",
     "ENGINES",
@@ -146,13 +177,10 @@ def _stem(config, label: Callable | None) -> str:
     return config_key(config) if label is None else f"{label(config)}-{config_key(config)}"
 
 
-def result_path(
-    out_dir: str | os.PathLike, config, label: Callable | None = None, record: bool = True
-) -> Path:
+def result_path(out_dir: str | os.PathLike, config, label: Callable | None = None) -> Path:
     """Where a sweep with ``out_dir`` keeps the result of ``config``:
-    ``out_dir/[<label>-]<config_key>.npz``
-    (``.pkl`` with ``record=False``: a result that is not a :class:`RunRecord`)."""
-    return Path(out_dir) / f"{_stem(config, label)}{'.npz' if record else '.pkl'}"
+    ``out_dir/[<label>-]<config_key>.npz``."""
+    return Path(out_dir) / f"{_stem(config, label)}.npz"
 
 
 def partial_path(out_dir: str | os.PathLike, config, label: Callable | None = None) -> Path:
@@ -160,30 +188,315 @@ def partial_path(out_dir: str | os.PathLike, config, label: Callable | None = No
     return Path(out_dir) / "partial" / f"{_stem(config, label)}.npz"
 
 
-def _load_result(out_dir, config, label):
-    record_file, other_file = (
-        result_path(out_dir, config, label),
-        result_path(out_dir, config, label, record=False),
+# ---- plain data on disk: arrays in an .npz, the structure in JSON, no pickles ------------------
+STORE_FORMAT = "spectral_lab.StoreResult"
+STORE_FORMAT_VERSION = 1
+
+#: The dataclasses a store may hold: "module.QualName" -> (class, version). Filled by @storable.
+STORABLE: dict[str, tuple[type, int]] = {}
+
+
+class StoreError(ValueError):
+    """A sweep store, or a file in it, that cannot be used: the message names it and the fix."""
+
+
+def storable(cls: type | None = None, *, version: int = 1):
+    """Class decorator: allow the dataclass ``cls`` in a store (:func:`save_result`).
+
+    Stored by its module and name, with ``version``; a file naming a class that is
+    not registered in the reading process, or another version of it, is refused.
+    Only fields with ``init=True`` are stored; the class is rebuilt with ``cls(**fields)``.
+    """
+
+    def register(cls: type) -> type:
+        if not (is_dataclass(cls) and isinstance(cls, type)):
+            raise TypeError(f"@storable is for dataclasses, not {cls!r}")
+        STORABLE[f"{cls.__module__}.{cls.__qualname__}"] = (cls, int(version))
+        return cls
+
+    return register if cls is None else register(cls)
+
+
+def _tensor_node(value: torch.Tensor, arrays: list, where: str) -> dict:
+    if value.layout != torch.strided or value.is_quantized:
+        raise TypeError(f"cannot store the {value.layout} tensor at {where}: only dense tensors")
+    tensor = value.detach().to("cpu").resolve_conj().resolve_neg().contiguous()
+    node = {"$tensor": len(arrays), "dtype": str(tensor.dtype).removeprefix("torch.")}
+    try:
+        array = tensor.numpy()
+    except TypeError:  # bfloat16 and the float8 types: numpy has none, keep their bits
+        bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+        array, node["bits"] = tensor.view(bits[tensor.element_size()]).numpy(), True
+    arrays.append(array)
+    return node
+
+
+def _check_key(key, where: str) -> None:
+    if type(key) is tuple:
+        for part in key:
+            _check_key(part, where)
+    elif key is not None and type(key) not in (bool, int, float, str):
+        raise TypeError(
+            f"cannot store the dict key {key!r} at {where}: keys are str, int, float, bool, None "
+            "or tuples of them"
+        )
+
+
+def _encode(value, arrays: list, where: str):
+    """``value`` as a JSON tree; its arrays are appended to ``arrays`` (see :func:`save_result`)."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if type(value) is list:
+        return [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
+    if type(value) is tuple:
+        return {"$tuple": [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if type(value) in (dict, OrderedDict):
+        for key in value:
+            _check_key(key, where)
+        return {
+            "$dict": [
+                [_encode(k, arrays, f"{where} key {k!r}"), _encode(v, arrays, f"{where}[{k!r}]")]
+                for k, v in value.items()
+            ]
+        }
+    if isinstance(value, np.generic) or type(value) is np.ndarray:
+        if value.dtype.hasobject:
+            raise TypeError(f"cannot store the object array at {where}: objects would be pickled")
+        arrays.append(np.asarray(value))
+        return {"$scalar" if isinstance(value, np.generic) else "$array": len(arrays) - 1}
+    if isinstance(value, torch.Tensor):
+        return _tensor_node(value, arrays, where)
+    if is_dataclass(value) and not isinstance(value, type):
+        name = f"{type(value).__module__}.{type(value).__qualname__}"
+        if STORABLE.get(name, (None,))[0] is not type(value):
+            raise TypeError(
+                f"cannot store the {name} at {where}: a dataclass is stored only when it is "
+                "allowed, with @spectral_lab.sweeps.storable on its class"
+            )
+        return {
+            "$dataclass": name,
+            "version": STORABLE[name][1],
+            "fields": {
+                f.name: _encode(getattr(value, f.name), arrays, f"{where}.{f.name}")
+                for f in fields(value)
+                if f.init
+            },
+        }
+    raise TypeError(
+        f"cannot store the {type(value).__name__} at {where}: a stored result is plain data "
+        "(None, bool, int, float, str, list, tuple, dict, numpy arrays, torch tensors, and "
+        "dataclasses marked @storable)"
     )
-    if record_file.exists():
-        return RunRecord.load(record_file)
-    if other_file.exists():
-        with open(other_file, "rb") as handle:
-            return pickle.load(handle)
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _decode(node, arrays: dict, where: str):
+    if node is None or type(node) in (bool, int, float, str):
+        return node
+    if type(node) is list:
+        return [_decode(v, arrays, f"{where}[{i}]") for i, v in enumerate(node)]
+    if type(node) is not dict or not node:
+        raise _Corrupt(f"unexpected {type(node).__name__} at {where}")
+    tag = next(iter(node))
+    if tag == "$tuple":
+        return tuple(_decode(v, arrays, f"{where}[{i}]") for i, v in enumerate(node[tag]))
+    if tag == "$dict":
+        return {
+            _decode(k, arrays, where): _decode(v, arrays, f"{where}[{k!r}]") for k, v in node[tag]
+        }
+    if tag in ("$array", "$scalar", "$tensor"):
+        key = f"array/{node[tag]}"
+        if key not in arrays:
+            raise _Corrupt(f"{where} refers to the missing entry {key}")
+        array = arrays[key]
+        if tag == "$array":
+            return array
+        if tag == "$scalar":
+            return array[()]
+        tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
+        dtype = getattr(torch, str(node["dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise _Corrupt(f"{where} has the unknown tensor dtype {node['dtype']!r}")
+        tensor = tensor.view(dtype) if node.get("bits") else tensor
+        if tensor.dtype != dtype:
+            raise _Corrupt(f"{where} is {tensor.dtype} on disk, {dtype} in its description")
+        return tensor
+    if tag == "$dataclass":
+        name, version = node[tag], node.get("version")
+        if name not in STORABLE:
+            raise StoreError(
+                f"holds a {name}, which is not an allowed result type in this process: import "
+                "the module that defines it (and marks it @storable) before loading, or upgrade "
+                "spectral_lab"
+            )
+        cls, known = STORABLE[name]
+        if version != known:
+            raise StoreError(
+                f"holds a {name} of version {version}; this spectral_lab reads version {known}. "
+                "Use the spectral_lab that wrote it, or delete the file and run again"
+            )
+        values = {k: _decode(v, arrays, f"{where}.{k}") for k, v in node["fields"].items()}
+        expected = {f.name for f in fields(cls) if f.init}
+        if set(values) != expected:
+            raise _Corrupt(
+                f"{where} has the fields {sorted(values)}, {name} has {sorted(expected)}"
+            )
+        return cls(**values)
+    raise _Corrupt(f"unknown entry {tag!r} at {where}")
+
+
+def save_result(path: str | os.PathLike, value) -> Path:
+    """Write one result to ``path`` (an ``.npz``) atomically; returns the path.
+
+    A :class:`RunRecord` is saved with :meth:`RunRecord.save`. Anything else
+    must be plain data (see the module docstring); arrays and tensors are kept
+    bit for bit, tuples stay tuples, dict keys and their order are kept
+    (an ``OrderedDict`` comes back a ``dict``). Raises ``TypeError`` naming
+    the first part that cannot be stored.
+    """
+    if isinstance(value, RunRecord):
+        return value.save(path)
+    arrays: list = []
+    tree = _encode(value, arrays, "result")
+    kind = tree.get("$dataclass", "plain") if isinstance(tree, dict) else "plain"
+    meta = {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "schema": kind,
+        "value": tree,
+    }
+    entries = {f"array/{i}": array for i, array in enumerate(arrays)}
+    entries["__meta__"] = np.array(json.dumps(meta))
+    return atomic_write(path, lambda handle: np.savez(handle, **entries))
+
+
+def load_result(path: str | os.PathLike):
+    """Read a result written by :func:`save_result` (a :class:`RunRecord` or plain data).
+
+    Never unpickles: the archive is read with ``allow_pickle=False`` and the
+    only classes built are those allowed by :func:`storable`. Anything else at
+    ``path`` (a foreign, corrupt, unknown or newer file) is a :class:`StoreError`
+    naming it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder where a sweep result belongs: move it away")
+    try:
+        handle = open(path, "rb")
+    except OSError as err:  # not the file's fault: never advise deleting it
+        raise StoreError(f"cannot read {path}: {err.strerror}; check its permissions") from err
+    redo = "delete it (or move it away) and run the sweep again to redo that run"
+    try:
+        with handle:  # opened by us: np.load leaks its handle when the zip is truncated
+            data = np.load(handle, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array (.npy), not an .npz archive")
+            with data:
+                arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise StoreError(
+            f"{path} is not a readable sweep result (truncated, corrupt, or another kind of file: "
+            f"{err}); {redo}"
+        ) from err
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+        kind, version = meta.get("format"), meta.get("format_version")
+    except (KeyError, ValueError, AttributeError):
+        raise StoreError(
+            f"{path} is an .npz file but not a spectral_lab result (no readable __meta__ entry): "
+            f"a foreign file in the store; {redo}"
+        ) from None
+    if kind == RECORD_FORMAT:
+        return RunRecord.load(path)
+    if kind != STORE_FORMAT:
+        raise StoreError(f"{path} is not a spectral_lab sweep result (format {kind!r}); {redo}")
+    if not isinstance(version, int) or version > STORE_FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has the store format version {version!r}; this spectral_lab reads up to "
+            f"{STORE_FORMAT_VERSION}: upgrade spectral_lab, or {redo}"
+        )
+    try:
+        return _decode(meta["value"], arrays, "result")
+    except StoreError as err:
+        raise StoreError(f"{path} {err}") from None
+    except (
+        _Corrupt,
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        AttributeError,
+        RuntimeError,
+    ) as err:
+        raise StoreError(f"{path} is a corrupt sweep result ({err}); {redo}") from None
+
+
+# ---- the store of a sweep ---------------------------------------------------------------------
+def _load_result(out_dir, config, label):
+    path = result_path(out_dir, config, label)
+    if path.exists():
+        return load_result(path)
+    legacy = path.with_suffix(".pkl")
+    if legacy.exists():
+        raise StoreError(
+            f"{legacy} is a pickled result of an older spectral_lab; it is refused, because "
+            f"loading a pickle runs code from the file. Delete it (or move it out of {out_dir}) "
+            f"and run the sweep again: that run is redone and saved as {path.name}"
+        )
     return _MISSING
 
 
 def _save_result(out_dir, config, label, value) -> None:
-    if isinstance(value, RunRecord):
-        value.save(result_path(out_dir, config, label))
-    else:
-        atomic_write(
-            result_path(out_dir, config, label, record=False),
-            lambda handle: pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL),
-        )
-    partial = partial_path(out_dir, config, label)
-    for leftover in partial.parent.glob(f"{partial.stem}*") if partial.parent.exists() else ():
-        leftover.unlink()
+    path = result_path(out_dir, config, label)
+    try:
+        save_result(path, value)
+        partial = partial_path(out_dir, config, label)
+        for leftover in partial.parent.glob(f"{partial.stem}*") if partial.parent.exists() else ():
+            leftover.unlink()
+    except OSError as err:
+        stored = sum(1 for _ in Path(out_dir).glob("*.npz"))
+        at = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
+        raise StoreError(
+            f"could not save {path}: {err.strerror or err}{at}. The sweep stopped; "
+            f"the {stored} result(s) saved in {out_dir} are kept. Free space or fix the folder, "
+            "then run the same sweep again to continue"
+        ) from err
+
+
+def _check_store(out_dir) -> Path:
+    """``out_dir`` as a folder this process can write, created if missing; a clear error if not."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(f"out_dir must be a folder; {folder} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise StoreError(
+            f"cannot write the sweep store {folder}: {err.strerror or err}"
+            f"{f' ({err.filename})' if err.filename and str(err.filename) != str(folder) else ''}"
+            "; no run was started. Choose another folder or make this one writable"
+        ) from err
+    return folder
+
+
+@contextmanager
+def locked_store(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Check that ``out_dir`` is a writable folder and hold its lock for the ``with`` block.
+
+    What :func:`sweep` does around a sweep; a caller that also deletes or
+    rewrites files of the store (``--overwrite``) takes it around all of it.
+    Raises :class:`StoreError` (unwritable) or
+    :class:`~spectral_lab.locks.OutputLocked` (another process holds it).
+    """
+    folder = _check_store(out_dir)
+    with output_lock(folder, folder=True):
+        yield folder
 
 
 _MISSING = object()
@@ -283,7 +596,9 @@ def sweep(
     (see the module docstring for the layout). ``retries``: resubmissions of
     a run whose worker died. ``gpus``: one GPU per worker (``"local"``) or
     per run (``"ray"``). Raises :class:`SweepError` (with the finished
-    results) if any run raised.
+    results) if any run raised; :class:`StoreError` if ``out_dir`` cannot be
+    written (before any run) or a result cannot be saved (what was saved stays);
+    :class:`~spectral_lab.locks.OutputLocked` if another process holds ``out_dir``.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -311,12 +626,17 @@ def sweep(
                 f"with gpus={gpus} the local engine runs one worker per GPU; drop workers={workers}"
             )
     configs = list(configs)
+    with nullcontext() if out_dir is None else locked_store(out_dir):
+        return _sweep(
+            configs, run, engine, address, retries, out_dir, progress, workers, gpus, label
+        )
+
+
+def _sweep(configs, run, engine, address, retries, out_dir, progress, workers, gpus, label) -> list:
     keys = [config_key(c) for c in configs]
     results: list = [None] * len(configs)
     done: dict[str, Any] = {}
     if out_dir is not None:
-        if Path(out_dir).exists() and not Path(out_dir).is_dir():
-            raise ValueError(f"out_dir must be a folder; {out_dir} is a file")
         for config, key in zip(configs, keys):
             if key not in done and (value := _load_result(out_dir, config, label)) is not _MISSING:
                 done[key] = value

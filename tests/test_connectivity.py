@@ -1,13 +1,28 @@
 import math
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from spectral_lab import locks
 from spectral_lab.data import ClassificationData
+from spectral_lab.experiments import connectivity
 from spectral_lab.experiments.classifier import ClassifierConfig, evaluate_classifier
-from spectral_lab.experiments.connectivity import ConnectivityConfig, perturb, run_connectivity
+from spectral_lab.experiments.connectivity import (
+    ConnectivityConfig,
+    ConnectivityResult,
+    JobResult,
+    PairResult,
+    connectivity_outputs,
+    perturb,
+    run_connectivity,
+)
 from spectral_lab.experiments.interpolation import (
     as_alphas,
     error_barrier,
@@ -17,7 +32,9 @@ from spectral_lab.experiments.interpolation import (
     singular_vector_agreement,
     sva_score,
 )
+from spectral_lab.locks import OutputLocked
 from spectral_lab.models import MLP
+from spectral_lab.sweeps import StoreError, load_result, save_result
 
 
 def toy_data(
@@ -249,9 +266,9 @@ def test_config_presets_and_validation():
 
 # ---- the claims at a reduced scale ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_run():
+def small_store(tmp_path_factory):
     """MNIST-1D, MLP 40-128-128-10, 8 epochs (1,000 steps): split at 0 and 200, eta 4, one other
-    init (~5 s)."""
+    init (~5 s); run as the LMC chapter's full mode does, with a store (``runs/lmc``)."""
     torch.set_num_threads(1)
     config = ConnectivityConfig(
         preset="test",
@@ -262,7 +279,13 @@ def small_run():
         etas=(4.0,),
         device="cpu",
     )
-    return run_connectivity(config, progress=False)
+    store = tmp_path_factory.mktemp("runs") / "lmc"
+    return run_connectivity(config, progress=False, out_dir=store), store
+
+
+@pytest.fixture(scope="module")
+def small_run(small_store):
+    return small_store[0]
 
 
 def test_later_split_lower_barrier_higher_sva(small_run):
@@ -337,8 +360,141 @@ def test_local_engine_and_resume_give_the_serial_result(small_run, tmp_path):
 
     local = run_connectivity(config, progress=False, engine="local", workers=2, out_dir=tmp_path)
     assert table(local) == table(small_run) and local.pruning == small_run.pruning
-    assert len(list(tmp_path.glob("*.pkl"))) == 3  # trunk 0 at splits 0 and 200, the other init
+    assert len(list(tmp_path.glob("*.npz"))) == 3  # trunk 0 at splits 0 and 200, the other init
     again = run_connectivity(
         config, progress=False, engine="local", workers=2, out_dir=tmp_path
     )  # all stored
     assert table(again) == table(small_run)
+
+
+# ---- the store: no pickles, bit-identical results -----------------------------------------------
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    def raw(t):
+        return t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+    return a.dtype == b.dtype and a.shape == b.shape and raw(a) == raw(b)
+
+
+def assert_same_pair(a: PairResult, b: PairResult) -> None:
+    assert (a.kind, a.label, a.split_step, a.trunk_seed, a.eta) == (
+        b.kind,
+        b.label,
+        b.split_step,
+        b.trunk_seed,
+        b.eta,
+    )
+    for name in ("alphas", "train_loss", "train_error", "test_loss", "test_error"):
+        x, y = getattr(a.curve, name), getattr(b.curve, name)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+    assert list(a.sva) == list(b.sva)
+    for layer in a.sva:
+        assert a.sva[layer].dtype == b.sva[layer].dtype
+        assert a.sva[layer].tobytes() == b.sva[layer].tobytes(), layer
+    assert type(b.states) is tuple and len(a.states) == len(b.states) == 2
+    for state_a, state_b in zip(a.states, b.states):
+        assert list(state_a) == list(state_b)
+        assert all(same_bits(state_a[k], state_b[k]) for k in state_a)
+
+
+def assert_same_result(a: ConnectivityResult, b: ConnectivityResult) -> None:
+    assert a.config == b.config and a.layers == b.layers and a.pruning == b.pruning
+    assert len(a.pairs) == len(b.pairs)
+    for x, y in zip(a.pairs, b.pairs):
+        assert_same_pair(x, y)
+
+
+def test_job_results_are_stored_without_pickles_and_read_back_bit_for_bit(small_store):
+    result, store = small_store
+    config = ConnectivityConfig.from_dict(result.config)
+    paths = connectivity_outputs(config, store)
+    assert sorted(p.name for p in store.iterdir()) == sorted(p.name for p in paths)
+    jobs = [load_result(path) for path in paths]
+    assert all(isinstance(job, JobResult) for job in jobs)
+    stored_pairs = [pair for job in jobs for pair in job.pairs]
+    split_and_perturbed = [p for p in result.pairs if p.kind != "cross"]
+    assert len(stored_pairs) == len(split_and_perturbed)
+    for a, b in zip(split_and_perturbed, stored_pairs):
+        assert_same_pair(a, b)
+    cross = result.select("cross")[0]  # built from the endpoints stored with the jobs
+    endpoints = [job.endpoint for job in jobs if job.endpoint is not None]
+    assert len(endpoints) == 2
+    for state, stored in zip(cross.states, endpoints):
+        assert all(same_bits(state[k], stored[k]) for k in state)
+
+
+def test_a_connectivity_result_round_trips(small_run, tmp_path):
+    back = load_result(save_result(tmp_path / "result.npz", small_run))
+    assert isinstance(back, ConnectivityResult)
+    assert_same_result(back, small_run)
+    assert (
+        back.by_split()["loss_barrier"].tobytes() == small_run.by_split()["loss_barrier"].tobytes()
+    )
+
+
+def test_the_chapters_full_mode_reads_the_store_without_training(small_store, monkeypatch):
+    """What book/connectivity.ipynb does in full mode: run_connectivity(..., out_dir=runs/lmc)."""
+    result, store = small_store
+
+    def no_training(job):
+        raise AssertionError(f"{job} was trained although its result is in the store")
+
+    monkeypatch.setattr(connectivity, "run_job", no_training)
+    config = ConnectivityConfig.from_dict(result.config)
+    assert_same_result(run_connectivity(config, progress=False, out_dir=store), result)
+
+
+class Planted:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_an_old_pickled_store_is_refused_unread(small_store, tmp_path):
+    result, store = small_store
+    config = ConnectivityConfig.from_dict(result.config)
+    copy = tmp_path / "lmc"
+    shutil.copytree(store, copy)
+    target = connectivity_outputs(config, copy)[1]
+    target.unlink()
+    marker = tmp_path / "pwned"
+    target.with_suffix(".pkl").write_bytes(pickle.dumps(Planted(marker)))
+    with pytest.raises(StoreError, match="refused, because loading a pickle runs code") as info:
+        run_connectivity(config, progress=False, out_dir=copy)
+    assert str(target.with_suffix(".pkl")) in str(info.value) and not marker.exists()
+
+
+HOLD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("locks", sys.argv[1])
+locks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(locks)
+with locks.output_lock(sys.argv[2], folder=True):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_overwriting_a_store_another_process_holds_deletes_nothing(small_store, tmp_path):
+    """``run connectivity --overwrite`` takes the store's lock before it deletes old results."""
+    result, store = small_store
+    config = ConnectivityConfig.from_dict(result.config)
+    copy = tmp_path / "lmc"
+    shutil.copytree(store, copy)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, locks.__file__, str(copy)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=f"process {holder.pid}"):
+            connectivity.EXPERIMENT.run(config, copy, resume=False)
+        assert all(path.exists() for path in connectivity_outputs(config, copy))
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()

@@ -1,17 +1,37 @@
 """spectral_lab.sweeps: engines agree, sweeps resume, failures are reported per config."""
 
+import errno
+import json
 import os
+import pickle
+import subprocess
 import sys
-from dataclasses import replace
+import tempfile
+import time
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spectral_lab import sweeps as sweeps_module
 from spectral_lab.experiments.grokking import GrokkingConfig
 from spectral_lab.experiments.weight_decay import train_record
+from spectral_lab.locks import OutputLocked, lock_holder
 from spectral_lab.record import RunRecord
-from spectral_lab.sweeps import SweepError, config_key, result_path, sweep
+from spectral_lab.sweeps import (
+    StoreError,
+    SweepError,
+    config_key,
+    load_result,
+    result_path,
+    save_result,
+    storable,
+    sweep,
+)
 
 TINY = GrokkingConfig.quick().with_overrides(
     p=7, d_model=8, n_heads=2, d_mlp=16, steps=20, eval_every=5, track_every=10, device="cpu"
@@ -177,7 +197,7 @@ def test_local_engine_gives_each_worker_its_own_gpu():
 
 
 def summary(config) -> dict:
-    """A result that is not a RunRecord: stored pickled."""
+    """A result that is not a RunRecord: stored as plain data."""
     CALLS.append(config.seed)
     return {
         "seed": config.seed,
@@ -185,14 +205,14 @@ def summary(config) -> dict:
     }
 
 
-def test_other_results_are_pickled_and_labels_name_the_files(tmp_path):
+def test_other_results_are_stored_as_plain_data_and_labels_name_the_files(tmp_path):
     configs = [tiny(0), tiny(1)]
     CALLS.clear()
     first = sweep(
         configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"seed_{c.seed}-{config_key(c)}.pkl" for c in configs
+        f"seed_{c.seed}-{config_key(c)}.npz" for c in configs
     ]
     again = sweep(
         configs, summary, out_dir=tmp_path, progress=False, label=lambda c: f"seed_{c.seed}"
@@ -303,3 +323,327 @@ def test_local_engine_puts_one_worker_on_each_gpu():
     assert all(
         device.startswith("cuda") and count == 1 for _, device, count in seen
     )  # each worker saw one GPU
+
+
+# ---- no code runs from a store ------------------------------------------------------------------
+class Planted:
+    """What an attacker pickles: unpickling it calls ``Path.touch(marker)``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def planted_pickle(marker: Path) -> bytes:
+    payload = pickle.dumps(Planted(marker))
+    probe = marker.with_name("probe")
+    pickle.loads(pickle.dumps(Planted(probe)))  # the payload is live: unpickled, it runs
+    assert probe.exists()
+    probe.unlink()
+    return payload
+
+
+def test_a_planted_pickle_in_a_store_never_runs(tmp_path):
+    store, marker = tmp_path / "store", tmp_path / "pwned"
+    store.mkdir()
+    payload = planted_pickle(marker)
+    # the old layout's name for tiny(0)'s result
+    result_path(store, tiny(0)).with_suffix(".pkl").write_bytes(payload)
+    CALLS.clear()
+    with pytest.raises(StoreError, match="refused, because loading a pickle runs code") as info:
+        sweep([tiny(0)], counting_run, out_dir=store, progress=False)
+    assert str(result_path(store, tiny(0)).with_suffix(".pkl")) in str(info.value)
+    assert "run the sweep again" in str(info.value)
+    assert not marker.exists() and CALLS == []
+    # a pickle under the new name, and an .npz whose array is a pickled object: refused unread
+    result_path(store, tiny(0)).write_bytes(payload)
+    with pytest.raises(StoreError, match="not a readable sweep result"):
+        sweep([tiny(0)], counting_run, out_dir=store, progress=False)
+    with open(result_path(store, tiny(1)), "wb") as handle:
+        np.savez(handle, __meta__=np.array("{}"), x=np.array([Planted(marker)], dtype=object))
+    with pytest.raises(StoreError, match="not a readable sweep result"):
+        load_result(result_path(store, tiny(1)))
+    assert not marker.exists() and CALLS == []
+
+
+def bits(tensor: torch.Tensor) -> bytes:
+    return tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
+def assert_identical(a, b, where="result"):
+    """``a`` and ``b`` are the same plain data, type for type and bit for bit."""
+    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and b.device.type == "cpu", where
+        assert bits(a) == bits(b), where
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), where
+    elif isinstance(a, float):
+        assert a.hex() == b.hex(), where
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}[{key!r}]")
+    elif hasattr(a, "__dataclass_fields__"):
+        for name in a.__dataclass_fields__:
+            assert_identical(getattr(a, name), getattr(b, name), f"{where}.{name}")
+    else:
+        assert a == b, where
+
+
+@storable
+@dataclass
+class Point:
+    """A dataclass allowed in stores (registered at import, as a chapter module does)."""
+
+    name: str
+    xy: np.ndarray
+    weights: dict
+
+
+@dataclass
+class NotAllowed:
+    value: int
+
+
+PLAIN = {
+    "none": None,
+    "flags": [True, False],
+    "ints": (0, -3, 2**70),
+    "floats": [1.5, -0.0, float("nan"), float("inf"), 0.1 + 0.2],
+    "text": 'α-β \\n "quoted"',
+    3: "an int key",
+    (1, "a"): "a tuple key",
+    "arrays": [
+        np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+        np.array([np.nan, -0.0, 1e-310]),
+        np.array(3, dtype=np.int64),
+        np.array([1 + 2j], dtype=np.complex128),
+        np.array([[True, False]]),
+        np.empty((0, 4), dtype=np.float16),
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.array(["ab", "c"]),
+    ],
+    "scalars": [np.float32(0.1), np.int16(-7), np.bool_(True)],
+    "tensors": OrderedDict(
+        w=torch.randn(4, 3, generator=torch.Generator().manual_seed(0)),
+        t=torch.arange(6, dtype=torch.float64).reshape(2, 3).t(),
+        half=torch.tensor([0.1, -2.0], dtype=torch.bfloat16),
+        step=torch.tensor(7),
+        mask=torch.tensor([True, False]),
+        scalar=torch.tensor(float("nan")),
+    ),
+    "point": Point("p", np.array([1.0, 2.0]), {"fc1.weight": torch.ones(2, 2)}),
+}
+
+
+def test_plain_data_round_trips_bit_for_bit(tmp_path):
+    path = save_result(tmp_path / "plain.npz", PLAIN)
+    back = load_result(path)
+    expected = dict(PLAIN, tensors=dict(PLAIN["tensors"]))  # an OrderedDict comes back a dict
+    expected["tensors"]["t"] = expected["tensors"]["t"].contiguous()
+    assert_identical(back, expected)
+    assert back["tensors"]["half"].dtype == torch.bfloat16
+    with zipfile.ZipFile(path) as archive:  # arrays as .npy entries, no pickle anywhere
+        assert all(name.endswith(".npy") for name in archive.namelist())
+    meta = json.loads(str(np.load(path, allow_pickle=False)["__meta__"]))
+    assert (meta["format"], meta["format_version"], meta["schema"]) == (
+        "spectral_lab.StoreResult",
+        1,
+        "plain",
+    )
+    point = load_result(save_result(tmp_path / "point.npz", PLAIN["point"]))
+    assert_identical(point, PLAIN["point"])
+    meta = json.loads(str(np.load(tmp_path / "point.npz", allow_pickle=False)["__meta__"]))
+    assert meta["schema"] == f"{Point.__module__}.Point"
+
+
+def test_a_run_record_round_trips(tmp_path):
+    record = train_record(tiny(0))
+    back = load_result(save_result(tmp_path / "record.npz", record))
+    assert isinstance(back, RunRecord)
+    assert_same(back, record)
+
+
+def test_what_cannot_be_stored_is_named_before_anything_is_written(tmp_path):
+    for value, named in (
+        ({"a": [1, NotAllowed(3)]}, r"NotAllowed at result\['a'\]\[1\]: a dataclass is stored"),
+        ({"f": lambda: 0}, r"function at result\['f'\]"),
+        ({"o": np.array([object()])}, "object array"),
+        ({"s": torch.eye(2).to_sparse()}, "only dense tensors"),
+        ({"m": np.ma.masked_array([1, 2])}, "MaskedArray"),
+        ({np.int64(1): 2}, r"dict key np.int64\(1\) at result: keys are str"),
+    ):
+        with pytest.raises(TypeError, match=named):
+            save_result(tmp_path / "x.npz", value)
+    assert not list(tmp_path.iterdir())
+
+
+def write_meta(path: Path, meta: dict, **arrays) -> Path:
+    with open(path, "wb") as handle:
+        np.savez(handle, __meta__=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def test_foreign_unknown_and_corrupt_files_are_named(tmp_path):
+    good = save_result(tmp_path / "good.npz", {"x": np.arange(3)})
+    meta = json.loads(str(np.load(good, allow_pickle=False)["__meta__"]))
+    cases = {
+        "foreign.npz": (lambda p: np.savez(p, x=np.arange(3)), "not a spectral_lab result"),
+        "text.npz": (lambda p: p.write_text("hello"), "not a readable sweep result"),
+        "other.npz": (
+            lambda p: write_meta(p, dict(meta, format="someone.else")),
+            "format 'someone.else'",
+        ),
+        "newer.npz": (
+            lambda p: write_meta(p, dict(meta, format_version=99)),
+            "store format version 99; this spectral_lab reads up to 1: upgrade",
+        ),
+        "missing.npz": (lambda p: write_meta(p, meta), "corrupt sweep result .*array/0"),
+        "badtag.npz": (
+            lambda p: write_meta(p, dict(meta, value={"$eval": "1"})),
+            "unknown entry '\\$eval'",
+        ),
+        "unknown.npz": (
+            lambda p: write_meta(
+                p, dict(meta, value={"$dataclass": "evil.Thing", "version": 1, "fields": {}})
+            ),
+            "evil.Thing, which is not an allowed result type",
+        ),
+        "oldpoint.npz": (
+            lambda p: write_meta(
+                p,
+                dict(
+                    meta,
+                    value={"$dataclass": f"{Point.__module__}.Point", "version": 2, "fields": {}},
+                ),
+            ),
+            "of version 2; this spectral_lab reads version 1",
+        ),
+    }
+    for name, (make, message) in cases.items():
+        path = tmp_path / name
+        make(path)
+        with pytest.raises(StoreError, match=message) as info:
+            load_result(path)
+        assert str(path) in str(info.value), name
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(StoreError, match="truncated, corrupt.*delete it"):
+        load_result(truncated)
+
+
+def test_a_foreign_file_in_a_store_stops_the_sweep_before_any_run(tmp_path):
+    np.savez(result_path(tmp_path, tiny(1)), x=np.arange(3))
+    CALLS.clear()
+    with pytest.raises(StoreError, match="not a spectral_lab result") as info:
+        sweep([tiny(0), tiny(1)], counting_run, out_dir=tmp_path, progress=False)
+    assert str(result_path(tmp_path, tiny(1))) in str(info.value) and CALLS == []
+
+
+# ---- an output folder that cannot be written ----------------------------------------------------
+def test_an_unwritable_store_is_found_before_any_run(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    CALLS.clear()
+    for out in (tmp_path / "file" / "store", tmp_path / "file" / "deeper" / "store"):
+        with pytest.raises(StoreError, match="cannot write the sweep store") as info:
+            sweep([tiny(0)], counting_run, out_dir=out, progress=False)
+        assert str(out) in str(info.value) and "Not a directory" in str(info.value)
+        assert "no run was started" in str(info.value)
+        assert "fix the failing configs" not in str(info.value)
+    # a read-only disk, simulated (chmod does not stop root, and CI runs as root)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs.get("dir")))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(StoreError, match="cannot write the sweep store .*Read-only file system"):
+        sweep([tiny(0)], counting_run, out_dir=tmp_path / "ro", progress=False)
+    assert CALLS == []
+
+
+def cheap_run(config) -> dict:
+    """A run that trains nothing: a plain result, for tests of the store itself."""
+    CALLS.append(config.seed)
+    return {"seed": config.seed, "weights": torch.full((2, 2), float(config.seed))}
+
+
+def test_a_full_disk_during_a_sweep_names_the_file_and_keeps_what_was_saved(tmp_path, monkeypatch):
+    configs = [tiny(0), tiny(1), tiny(2)]
+    real_write = sweeps_module.atomic_write
+
+    def full_after_one(path, write):
+        if list(tmp_path.glob("*.npz")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, write)
+
+    monkeypatch.setattr(sweeps_module, "atomic_write", full_after_one)
+    CALLS.clear()
+    with pytest.raises(StoreError) as info:
+        sweep(configs, cheap_run, out_dir=tmp_path, progress=False)
+    message = str(info.value)
+    assert f"could not save {result_path(tmp_path, tiny(1))}: No space left on device" in message
+    assert "the 1 result(s) saved" in message and "run the same sweep again" in message
+    assert "fix the failing configs" not in message
+    assert CALLS == [0, 1]  # stopped at the first failed save
+    assert_identical(load_result(result_path(tmp_path, tiny(0))), cheap_run(tiny(0)))
+    monkeypatch.setattr(sweeps_module, "atomic_write", real_write)
+    CALLS.clear()
+    results = sweep(configs, cheap_run, out_dir=tmp_path, progress=False)
+    assert CALLS == [1, 2] and [r["seed"] for r in results] == [0, 1, 2]
+
+
+# ---- one sweep per store ------------------------------------------------------------------------
+HOLDING_SWEEP = """
+import sys, time
+from dataclasses import dataclass
+from pathlib import Path
+from spectral_lab.sweeps import sweep
+
+@dataclass
+class Job:
+    n: int
+
+def wait_for_go(job):
+    go = Path(sys.argv[2])
+    while not go.exists():
+        time.sleep(0.05)
+    return {"n": job.n}
+
+print(sweep([Job(1)], wait_for_go, out_dir=sys.argv[1], progress=False), flush=True)
+"""
+
+
+def test_a_second_sweep_into_a_busy_store_fails_naming_the_first(tmp_path):
+    store, go = tmp_path / "store", tmp_path / "go"
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDING_SWEEP, str(store), str(go)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    try:
+        for _ in range(1200):  # the first sweep holds the store once its lock names it
+            if lock_holder(store / ".lock")[0] == first.pid:
+                break
+            assert first.poll() is None, "the first sweep ended early"
+            time.sleep(0.05)
+        CALLS.clear()
+        with pytest.raises(OutputLocked) as info:
+            sweep([tiny(0)], cheap_run, out_dir=store, progress=False)
+        assert info.value.pid == first.pid and str(store) in str(info.value)
+        assert CALLS == [] and not result_path(store, tiny(0)).exists()
+    finally:
+        go.touch()
+        output, _ = first.communicate(timeout=60)
+    assert first.returncode == 0 and "{'n': 1}" in output
+    assert len(list(store.glob("*.npz"))) == 1  # the first sweep's result, saved
+    sweep([tiny(0)], cheap_run, out_dir=store, progress=False)  # free again
+    assert CALLS == [0] and not (store / ".lock").exists()

@@ -34,7 +34,7 @@ from ..data import ClassificationData
 from ..pruning import svd_pruning_losses
 from ..record import plain_config
 from ..runtime import get_device, seed_everything
-from ..sweeps import result_path, sweep
+from ..sweeps import locked_store, result_path, storable, sweep
 from ..views import LayerSelector, find_matrices
 from .classifier import ClassifierConfig, evaluate_classifier, fit
 from .interpolation import (
@@ -232,6 +232,7 @@ class ConnectivityConfig(ClassifierConfig):
         return {"quick": cls.quick, "full": cls.full}
 
 
+@storable
 @dataclass
 class PairResult:
     """Two trained networks compared: the interpolation curve between them and the SVA of every
@@ -270,6 +271,7 @@ class PairResult:
         )
 
 
+@storable
 @dataclass
 class ConnectivityResult:
     """What :func:`run_connectivity` returns: plain numbers and arrays, and the endpoints' states.
@@ -395,6 +397,7 @@ class ConnectivityJob:
         return f"ConnectivityJob({self.config.preset}: {what})"
 
 
+@storable
 @dataclass
 class JobResult:
     """What a :class:`ConnectivityJob` returns: its pairs, its pruning test, and the endpoint for
@@ -626,16 +629,15 @@ def _job_label(job: ConnectivityJob) -> str:
 
 def connectivity_outputs(config: ConnectivityConfig, out) -> list:
     """Every file the grid of ``config`` writes under ``out``: one result per job."""
-    return [
-        result_path(out, job, label=_job_label, record=False) for job in connectivity_jobs(config)
-    ]
+    return [result_path(out, job, label=_job_label) for job in connectivity_jobs(config)]
 
 
 def _run_for_cli(config, out, resume=False, progress=None):
-    if not resume:
-        for path in connectivity_outputs(config, out):
-            path.unlink(missing_ok=True)
-    return run_connectivity(config, progress=progress, out_dir=out)
+    with locked_store(out):  # no other process may write the store while its files are replaced
+        if not resume:
+            for path in connectivity_outputs(config, out):
+                path.unlink(missing_ok=True)
+        return run_connectivity(config, progress=progress, out_dir=out)
 
 
 def _sweep_for_cli(config, out, progress=None, **engine):
@@ -647,6 +649,6 @@ EXPERIMENT = Experiment(
     _run_for_cli,
     connectivity_outputs,
     "",
-    "a folder with one result per (trunk, split step) and other init (.pkl)",
+    "a folder with one result per (trunk, split step) and other init (.npz)",
     _sweep_for_cli,
 )

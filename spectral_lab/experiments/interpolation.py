@@ -26,6 +26,7 @@ from torch import nn
 
 from ..data import ClassificationData
 from ..spectra import agreement, diagonal_mean
+from ..sweeps import storable
 from ..views import LayerSelector, find_matrices
 from .classifier import evaluate_classifier
 
@@ -134,6 +135,7 @@ def as_alphas(alphas: int | Sequence[float] = 11) -> np.ndarray:
     return values
 
 
+@storable
 @dataclass
 class InterpolationCurve:
     """Losses and errors (1 - accuracy) along the straight path between two networks, one entry per

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import Experiment
 from ..record import RunRecord
-from ..sweeps import result_path, sweep
+from ..sweeps import locked_store, result_path, sweep
 from .classifier import ClassifierConfig, fit
 
 __all__ = [
@@ -305,10 +305,11 @@ def _run_for_cli(config: MemorizationConfig, out, resume: bool = False, progress
     """With ``--resume`` finished records of the same configuration are kept (the runs resume one
     by one); without it the command line has already checked that ``--overwrite`` was given, so
     old records go."""
-    if not resume:
-        for path in memorization_outputs(config, out):
-            path.unlink(missing_ok=True)
-    return list(run_memorization(config, out=out, progress=progress).values())
+    with locked_store(out):  # held from the first deletion to the last record
+        if not resume:
+            for path in memorization_outputs(config, out):
+                path.unlink(missing_ok=True)
+        return list(run_memorization(config, out=out, progress=progress).values())
 
 
 EXPERIMENT = Experiment(

@@ -18,6 +18,7 @@ Chapter: "Weight decay" (book/weight_decay.ipynb).
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
@@ -27,7 +28,7 @@ import numpy as np
 from ..config import Experiment
 from ..curves import time_to_generalize, total_weight_norm
 from ..record import RunRecord
-from ..sweeps import partial_path, result_path, sweep
+from ..sweeps import locked_store, partial_path, result_path, sweep
 from .grokking import (
     PAPER_WEIGHT_DECAYS,
     QUICK_SETTING,
@@ -151,18 +152,20 @@ def run_weight_decay_sweep(
         raise ValueError(
             f"a sweep writes one record per weight decay into a folder; {out} is a file"
         )
-    if out is not None and not resume:
-        for path in sweep_outputs(weight_decay_sweep, out):
-            path.unlink(missing_ok=True)
-    return sweep(
-        weight_decay_sweep.configs(),
-        train_record,
-        engine=engine,
-        out_dir=out,
-        progress=progress,
-        label=sweep_label,
-        **engine_options,
-    )
+    # the store's lock is held from the first deletion to the last result (the sweep re-enters it)
+    with nullcontext() if out is None else locked_store(out):
+        if out is not None and not resume:
+            for path in sweep_outputs(weight_decay_sweep, out):
+                path.unlink(missing_ok=True)
+        return sweep(
+            weight_decay_sweep.configs(),
+            train_record,
+            engine=engine,
+            out_dir=out,
+            progress=progress,
+            label=sweep_label,
+            **engine_options,
+        )
 
 
 def load_or_run_sweep(
