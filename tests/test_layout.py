@@ -27,6 +27,7 @@ LENS = {
     "widgets",
     "runtime",
     "files",
+    "locks",
     "heavy_tail",
     "checkpoints",
     "version",
