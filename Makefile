@@ -10,6 +10,7 @@
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cu126   (or TORCH_INDEX= for PyPI's)
 # on a new .venv (rm -rf .venv first), or start from a Python that has one: make PYTHON=...
 #   make book EDITION=student   the student edition: exercises without solutions (_build/student/)
+#   make student-check          build it and check that it holds no solution
 #   make pdf                    the whole book as one PDF (_build/pdf/book.pdf)
 #   make figures                every figure of the last build as PNG, per chapter (_build/figures/)
 #   make student-notebooks      chapters with exercises as TODO cells (_build/student-notebooks/)
@@ -25,7 +26,8 @@ STAMP   = $(VENV)/.installed
 # (a built page has no kernel behind it); headless plotting.
 RUN_ENV = SPECTRAL_LAB_MODE=quick SPECTRAL_LAB_STATIC=1 MPLBACKEND=Agg PYTHONHASHSEED=0
 
-.PHONY: book test browser-check browser-deps install clean pdf figures student-notebooks
+.PHONY: book test browser-check browser-deps install clean pdf figures student-notebooks \
+        student-check
 
 install: $(STAMP)
 
@@ -55,9 +57,16 @@ book: $(STAMP)
 
 # The whole book on one HTML page (the same execution cache), printed by headless Chromium.
 pdf: $(STAMP) browser-deps
-	$(RUN_ENV) $(VENV)/bin/jupyter-book build . --builder custom --custom-builder singlehtml \
+	$(RUN_ENV) $(VENV)/bin/jupyter-book build . --builder singlehtml \
 	  -W -n --keep-going --config "$$($(RUN_ENV) $(PY) tools/book_config.py --edition $(EDITION))"
 	$(PY) tools/book_pdf.py _build/singlehtml/index.html _build/pdf/book.pdf
+	SE_OFFLINE=true $(PY) -m pytest -m browser tests/test_browser.py -k pdf
+
+# The student edition, and the check that it holds no solution (needs `make book` for the
+# instructor edition it is compared with).
+student-check: $(STAMP)
+	$(MAKE) --no-print-directory book EDITION=student
+	$(PY) -m pytest -m browser tests/test_browser.py -k student_edition
 
 figures: $(STAMP)
 	$(PY) tools/figure_pack.py _build/html _build/figures
