@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import re
 import shutil
 import sys
 import tempfile
@@ -34,6 +35,15 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+)
+
+
+# On paper nothing scrolls: wrap long code lines instead of cutting them at a scroll bar.
+PRINT_STYLE = (
+    "const style = document.createElement('style');"
+    "style.textContent = '@media print { pre { white-space: pre-wrap !important;"
+    " overflow: visible !important; word-break: break-word; } }';"
+    "document.head.append(style);"
 )
 
 
@@ -86,22 +96,38 @@ def wait_for_maths(driver, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def print_pdf(index: Path, out: Path) -> Path:
-    from selenium.webdriver.common.print_page_options import PrintOptions
+def follow_redirect(index: Path) -> Path:
+    """The page an ``index.html`` that only redirects (Jupyter Book's root page) points to."""
+    match = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', index.read_text(), re.I)
+    return (index.parent / match.group(1)).resolve() if match else index
 
+
+def print_pdf(index: Path, out: Path) -> Path:
     from spectral_lab.files import atomic_write
 
     if not index.exists():
         raise FileNotFoundError(f"{index} does not exist: build it with `make pdf`")
-    server, base = serve(index.parent)
+    root = index.parent.resolve()
+    page = follow_redirect(index)
+    if not (page.parent / "_static").exists():
+        # Sphinx's single page for a root document in a subfolder (book/intro) links its assets
+        # as if it sat at the top: print a copy that does.
+        text = page.read_text(encoding="utf-8")
+        page = atomic_write(root / "print.html", lambda handle: handle.write(text.encode()))
+    server, base = serve(root)
     driver, profile = start_chromium()
     try:
-        driver.get(f"{base}/{index.name}")
+        driver.get(f"{base}/{page.relative_to(root).as_posix()}")
         wait_for_maths(driver)
-        options = PrintOptions()
-        options.page_width, options.page_height = 21.0, 29.7  # A4, in cm
-        options.background = True
-        pdf = base64.b64decode(driver.print_page(options))
+        driver.execute_script(PRINT_STYLE)
+        # printing a long page takes minutes on a busy machine: chromedriver's renderer wait is
+        # its page-load timeout (10 s unless raised)
+        driver.set_page_load_timeout(900)
+        printed = driver.execute_cdp_cmd(
+            "Page.printToPDF",
+            {"printBackground": True, "paperWidth": 8.27, "paperHeight": 11.69},  # A4, inches
+        )
+        pdf = base64.b64decode(printed["data"])
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
