@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Sequence
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .record import RunRecord
@@ -119,9 +120,12 @@ def min_text_points(fig: Figure) -> float:
     """The size in points of the smallest visible, non-empty text of ``fig`` (inf if none).
 
     Walks every ``Text`` artist (titles, labels, tick labels, legends, colour bars,
-    annotations) after a draw, so that tick labels exist.
+    annotations). Needs no renderer, so a canvas may call it while printing.
     """
-    fig.draw_without_rendering()  # creates the tick labels the figure will show
+    for ax in fig.axes:
+        if ax.get_visible():
+            ax.xaxis.get_majorticklabels()  # creates the tick labels the figure will show
+            ax.yaxis.get_majorticklabels()
     sizes = [
         text.get_fontsize()
         for text in fig.findobj(mpl.text.Text)
@@ -179,15 +183,35 @@ def rendered_text_px(png: bytes, rendered_width: float) -> float:
     return float(text[MIN_TEXT_KEY]) / 72 * float(text[DPI_KEY]) * rendered_width / natural_width
 
 
+class BookCanvas(FigureCanvasAgg):
+    """The Agg canvas of a :class:`BookFigure`: every PNG it writes records its dpi and smallest
+    text (``savefig``, ``_repr_png_`` and IPython's inline backend, retina or not, alike)."""
+
+    def print_png(self, filename_or_obj, *, metadata=None, pil_kwargs=None, **_savefig_options):
+        # matplotlib hands a canvas outside its own modules every savefig option (orientation,
+        # facecolor, ...); like its own canvases, this one uses only those of print_png
+        # while printing, figure.dpi is the dpi the PNG is written at
+        recorded = {
+            DPI_KEY: f"{self.figure.dpi:g}",
+            MIN_TEXT_KEY: f"{min_text_points(self.figure):g}",
+        }
+        metadata = {**(metadata or {}), **recorded}
+        return super().print_png(filename_or_obj, metadata=metadata, pil_kwargs=pil_kwargs)
+
+
 class BookFigure(Figure):
     """A Figure that renders itself as a PNG in a notebook even when no pyplot backend is active.
 
     Without pyplot, IPython only knows how to show a Figure after ``%matplotlib
     inline``; this ``_repr_png_`` makes the cell's value a picture everywhere
     (Jupyter, Colab, the book build). When the inline backend is active, its
-    own formatter takes precedence, so nothing is shown twice. The PNG carries
-    its dpi and smallest text size (:func:`png_bytes`).
+    own formatter takes precedence, so nothing is shown twice. Either way the PNG
+    carries its dpi and smallest text size (:class:`BookCanvas`).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        BookCanvas(self)  # becomes self.canvas
 
     def _repr_png_(self) -> bytes:
         return png_bytes(self)

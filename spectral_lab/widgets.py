@@ -237,12 +237,16 @@ def _controls_line(specs: dict) -> str:
 def small_multiples_png(figures: list[Figure], labels: list[str], gap_px: int = 24) -> bytes:
     """One PNG with ``figures`` side by side, each headed by its label, at twice their dpi.
 
-    All parts share one dpi, so the PNG's text chunks (``plotting.png_bytes``) state the
-    smallest text of all of them at that dpi.
+    As many share a row as fit the column: all of them for figures drawn for their share of
+    it (:func:`plotting.column_fraction`), one per row for figures drawn wider by hand, so a
+    figure is never shrunk to a fraction of its size. All parts share one dpi, so the PNG's text
+    chunks (``plotting.png_bytes``) state the smallest text of all of them at that dpi.
     """
     import matplotlib.image as mpimg
 
     dpi = 2 * figures[0].dpi
+    widest = max(fig.get_figwidth() for fig in figures)
+    per_row = max(1, min(len(figures), int(1.1 * plotting.COLUMN_INCHES // widest)))
     arrays, smallest = [], float("inf")
     for fig, label in zip(figures, labels):
         existing = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
@@ -252,15 +256,19 @@ def small_multiples_png(figures: list[Figure], labels: list[str], gap_px: int = 
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
         buffer.seek(0)
         arrays.append(mpimg.imread(buffer, format="png")[..., :3])
-    height = max(a.shape[0] for a in arrays)
-    padded = []
-    for i, a in enumerate(arrays):
-        block = np.ones((height, a.shape[1] + (gap_px if i else 0), 3), dtype=a.dtype)
-        block[: a.shape[0], block.shape[1] - a.shape[1] :] = a
-        padded.append(block)
+    rows = [arrays[i : i + per_row] for i in range(0, len(arrays), per_row)]
+    width = max(sum(a.shape[1] for a in row) + gap_px * (len(row) - 1) for row in rows)
+    blocks = []
+    for row in rows:
+        block = np.ones((max(a.shape[0] for a in row) + gap_px, width, 3), dtype=row[0].dtype)
+        left = 0
+        for a in row:
+            block[gap_px : gap_px + a.shape[0], left : left + a.shape[1]] = a
+            left += a.shape[1] + gap_px
+        blocks.append(block)
     out = io.BytesIO()
     metadata = {plotting.DPI_KEY: f"{dpi:g}", plotting.MIN_TEXT_KEY: f"{smallest:g}"}
-    mpimg.imsave(out, np.concatenate(padded, axis=1), format="png", metadata=metadata)
+    mpimg.imsave(out, np.concatenate(blocks, axis=0), format="png", metadata=metadata)
     return out.getvalue()
 
 

@@ -130,9 +130,11 @@ def test_png_records_its_dpi_and_smallest_text():
     natural = int.from_bytes(png[16:20], "big")
     assert plotting.rendered_text_px(png, natural) == pytest.approx(6.5 / 72 * 150)
     assert plotting.rendered_text_px(png, natural / 2) == pytest.approx(6.5 / 72 * 75)
+    plain = Figure()  # drawn without the package (pyplot, say): its text size is unknown
+    plain.subplots().plot([0, 1])
+    buffer = __import__("io").BytesIO()
+    plain.savefig(buffer, format="png")
     with pytest.raises(ValueError, match="does not record"):
-        buffer = __import__("io").BytesIO()
-        fig.savefig(buffer, format="png")
         plotting.rendered_text_px(buffer.getvalue(), 100)
 
 
@@ -179,3 +181,19 @@ def test_legend_below_collects_each_label_once():
     fig, _ = plotting.new_figure()
     with pytest.raises(ValueError, match="label="):
         plotting.legend_below(fig)
+
+
+def test_the_inline_backend_and_savefig_record_text_size_too():
+    """Chapters show figures through IPython's inline backend (retina: twice the dpi), which
+    bypasses _repr_png_; the canvas records the dpi and text size on every route."""
+    from IPython.core.pylabtools import print_figure
+
+    fig, axes = plotting.new_figure()
+    axes[0, 0].plot([0, 1], [0, 1])
+    axes[0, 0].set_title("t", fontsize=7)
+    retina = print_figure(fig, "retina", bbox_inches="tight")
+    text = plotting.png_text(retina)
+    assert text[plotting.DPI_KEY] == "200" and text[plotting.MIN_TEXT_KEY] == "7"
+    buffer = __import__("io").BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    assert plotting.png_text(buffer.getvalue())[plotting.DPI_KEY] == "80"

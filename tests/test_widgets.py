@@ -194,12 +194,24 @@ def test_static_settings_by_name_and_their_checks():
         )
 
 
-def test_small_multiples_fail_the_text_check_when_drawn_full_width_and_shrunk():
-    """The check the browser runs can fail: three full-width figures side by side."""
+def test_small_multiples_never_shrink_a_figure_drawn_wider_than_its_share():
+    """A plot function that sizes its figure by hand (not for the column) gets one setting per
+    row: the picture is taller, and its text stays as large as the figure's own."""
     figures = []
     for _ in range(3):
-        fig, axes = new_figure()
+        fig, axes = new_figure(1, 2, width=4.2, height=3.0)  # 8.4 in: wider than the column
         axes[0, 0].plot([0, 1])
         figures.append(fig)
     png = widgets_module.small_multiples_png(figures, ["a", "b", "c"])
-    assert plotting.rendered_text_px(png, 757) < plotting.MIN_TEXT_PX
+    natural_width = int.from_bytes(png[16:20], "big")
+    natural_height = int.from_bytes(png[20:24], "big")
+    assert natural_height > natural_width  # three rows of one (each 8.4 x 3 in)
+    assert plotting.rendered_text_px(png, 757) >= plotting.MIN_TEXT_PX
+    one_row = []
+    for _ in range(3):
+        with plotting.column_fraction(1 / 3):
+            fig, axes = new_figure()
+        axes[0, 0].plot([0, 1])
+        one_row.append(fig)
+    png = widgets_module.small_multiples_png(one_row, ["a", "b", "c"])
+    assert int.from_bytes(png[16:20], "big") > 2 * int.from_bytes(png[20:24], "big")  # one row
