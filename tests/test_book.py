@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import book_sources  # noqa: E402
+import figure_pack  # noqa: E402
 import student_notebooks  # noqa: E402
 import sync_home  # noqa: E402
 
@@ -356,3 +357,80 @@ def test_licences_citation_and_changelog_are_there():
 def test_build_output_is_ignored():
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "build/" in ignored and "_build/" in ignored
+
+
+def _worked_example_notebook() -> dict:
+    """The conventions of book/contributing.md in one small notebook: a glued number, a figure
+    with caption, name and alt text in a hide-input cell, a removed check, an exercise and its
+    solution."""
+
+    def code(source, metadata=None):
+        return {"cell_type": "code", "execution_count": None, "metadata": metadata or {},
+                "outputs": [], "source": source}  # fmt: skip
+
+    def markdown(source):
+        return {"cell_type": "markdown", "metadata": {}, "source": source}
+
+    figure = {
+        "mystnb": {
+            "figure": {"caption": "A line that rises.", "name": "fig-example-line"},
+            "image": {"alt": "One straight line rising from 0 to 1."},
+        },
+        "tags": ["hide-input"],
+    }
+    return {
+        "cells": [
+            markdown("# Worked example\n\nThe run ends at {glue:text}`final_value:.3f`.\n"),
+            code(
+                "from myst_nb import glue\n\nfrom spectral_lab import plotting\n\n"
+                "final_value = 0.123456\nglue('final_value', final_value, display=False)"
+            ),
+            code(
+                "fig, axes = plotting.new_figure()\naxes[0, 0].plot([0, 1], [0, 1])\nfig",
+                figure,
+            ),
+            code("assert final_value > 0.1", {"tags": ["remove-input"]}),
+            markdown("As {numref}`fig-example-line` shows, it rises.\n"),
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def test_the_documented_conventions_build_as_promised(tmp_path):
+    """Glue, figure caption and alt text, hide-input and remove-input, as book/contributing.md
+    shows them, executed and built: the number, the numbered caption and the alt text appear."""
+    import book_config
+
+    source = tmp_path / "source"
+    (source / "book").mkdir(parents=True)
+    (source / "book" / "example.ipynb").write_text(json.dumps(_worked_example_notebook()))
+    (source / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/example\ndefaults:\n  numbered: true\n"
+    )
+    config = book_config.book_config("instructor", execute=False)
+    config["execute"] = {"execute_notebooks": "force", "timeout": 120}
+    config.pop("bibtex_bibfiles", None)
+    (source / "_config.yml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
+    result = subprocess.run(
+        [jupyter_book, "build", str(source), "--path-output", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = (tmp_path / "out" / "_build" / "html" / "book" / "example.html").read_text()
+    assert "The run ends at 0.123." in re.sub(r"<[^>]+>", "", html)  # glued, formatted
+    assert 'alt="One straight line rising from 0 to 1."' in html
+    assert re.search(r"Fig\. \d+\s*</span>\s*<span class=\"caption-text\">A line that rises", html)
+    assert "tag_hide-input" in html and "assert final_value" not in html
+    (figure,) = figure_pack.page_figures(tmp_path / "out" / "_build" / "html", "book/example")
+    png, about = figure
+    assert about["alt"] == "One straight line rising from 0 to 1."
+    assert about["caption"].startswith("Fig") and "A line that rises." in about["caption"]
+    from spectral_lab import plotting
+
+    assert plotting.png_text(png)[plotting.MIN_TEXT_KEY]  # drawn by the package: text recorded

@@ -29,21 +29,21 @@ class _Figures(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.images: list[dict] = []
-        self._depth_main = 0
+        self._in_article = 0
         self._in_caption = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "main":
-            self._depth_main += 1
-        if self._depth_main and tag == "img" and attrs.get("src"):
+        if tag == "article":  # the page's content, not its header of launch buttons and logos
+            self._in_article += 1
+        if self._in_article and tag == "img" and attrs.get("src"):
             self.images.append({"src": attrs["src"], "alt": attrs.get("alt", ""), "caption": ""})
-        if self._depth_main and tag == "figcaption":
+        if self._in_article and tag == "figcaption":
             self._in_caption = True
 
     def handle_endtag(self, tag):
-        if tag == "main":
-            self._depth_main -= 1
+        if tag == "article":
+            self._in_article -= 1
         if tag == "figcaption":
             self._in_caption = False
 
@@ -90,6 +90,9 @@ def main(argv: list[str]) -> int:
         return 1
     total = 0
     for page in toc_pages():
+        if not (html_dir / f"{page}.html").exists():
+            print(f"{page}: not in this build, skipped", file=sys.stderr)
+            continue
         figures = page_figures(html_dir, page)
         if not figures:
             continue
