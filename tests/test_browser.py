@@ -228,6 +228,9 @@ def test_page_renders_with_title_maths_and_no_errors(site, browser, page):
     )
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert not broken, f"{page}: images that did not load: {broken}"
+    if is_notebook(page):
+        figures = [src for src, _, _ in images if "_images/" in src or src.startswith("data:image")]
+        assert figures, f"{page}: a chapter without a single figure"
     errors = browser.execute_script(
         "return [...document.querySelectorAll('.output.traceback, .output.error, .output.stderr')]"
         ".map(e => e.innerText.slice(0, 300))"
