@@ -12,9 +12,15 @@ Figure, and hands it to :func:`interactive_figure` with one control per value::
 
 In Jupyter the cell shows the controls above the figure, which is redrawn
 whenever a control changes. In static mode (the built book, nbval, a plain
-script) it shows only the figure at the controls' default values, so the web
-page has a picture instead of a widget that cannot run. Static mode is on when
-``SPECTRAL_LAB_STATIC=1`` is set or when no Jupyter kernel is running.
+script) there is no kernel to redraw anything, so the cell shows small
+multiples instead: one picture with the figure at 2-4 settings side by side,
+each labelled with its values, and one line saying what the live version
+controls. The settings vary the first control (a slider at its minimum, default
+and maximum; the first three options of a menu; a checkbox both ways) unless
+``static_settings=[{...}, ...]`` names them. Each setting is drawn at its share
+of the column (:func:`spectral_lab.plotting.column_fraction`), so its text stays
+readable. Static mode is on when ``SPECTRAL_LAB_STATIC=1`` is set or when no
+Jupyter kernel is running.
 
 Control specs (an ipywidgets widget with a ``value`` is also accepted as it is):
 
@@ -38,19 +44,26 @@ from numbers import Real
 from typing import Callable
 
 import ipywidgets as widgets
+import numpy as np
 from IPython.display import display
 from matplotlib.figure import Figure
 
+from . import plotting
+
 __all__ = [
+    "MAX_SETTINGS",
     "STATIC_ENV",
     "InteractiveFigure",
     "default_value",
     "interactive_figure",
     "make_control",
+    "auto_settings",
+    "small_multiples_png",
     "static_mode",
 ]
 
 STATIC_ENV = "SPECTRAL_LAB_STATIC"
+MAX_SETTINGS = 4  # small multiples in static mode: 2 to 4 settings in one row
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -147,16 +160,116 @@ def default_value(name: str, spec):
 
 def _png(fig: Figure) -> tuple[dict, dict]:
     """A display bundle for ``fig``: a PNG at twice the figure's dpi, shown at its nominal size
-    (sharp on any screen)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=2 * fig.dpi, bbox_inches="tight")
-    png = buffer.getvalue()
+    (sharp on any screen). The PNG records its dpi and smallest text (``plotting.png_bytes``)."""
+    png = plotting.png_bytes(fig, dpi=2 * fig.dpi)
     width, height = (
         int.from_bytes(png[16:20], "big"),
         int.from_bytes(png[20:24], "big"),
     )  # PNG header
     data = {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(fig)}
     return data, {"image/png": {"width": width // 2, "height": height // 2}}
+
+
+def _describe(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def auto_settings(specs: dict) -> list[dict]:
+    """The settings static mode shows when none are given: the first control varied, the others
+    at their defaults (a slider at min, default and max; up to three menu options; a checkbox
+    both ways)."""
+    name, spec = next(iter(specs.items()))
+    if isinstance(spec, widgets.ValueWidget):
+        options = getattr(spec, "options", None)
+        if options is not None:
+            values = [o[1] if isinstance(o, tuple) else o for o in list(options)[:3]]
+        elif hasattr(spec, "min") and hasattr(spec, "max"):
+            values = [spec.min, spec.value, spec.max]
+        elif isinstance(spec.value, bool):
+            values = [spec.value, not spec.value]
+        else:
+            values = [spec.value]
+    else:
+        kind, kwargs = _parse(name, spec)
+        if kind is widgets.Checkbox:
+            values = [kwargs["value"], not kwargs["value"]]
+        elif kind is widgets.Dropdown:
+            values = [o[1] if isinstance(o, tuple) else o for o in kwargs["options"][:3]]
+        else:
+            values = [kwargs["min"], kwargs["value"], kwargs["max"]]
+    unique = list(dict.fromkeys(values))
+    return [{name: value} for value in unique]
+
+
+def _check_settings(settings, specs: dict) -> list[dict]:
+    settings = list(settings)
+    if not 2 <= len(settings) <= MAX_SETTINGS:
+        raise ValueError(
+            f"static_settings needs 2 to {MAX_SETTINGS} settings (one row of small multiples), "
+            f"got {len(settings)}"
+        )
+    for setting in settings:
+        unknown = set(setting) - set(specs)
+        if not isinstance(setting, dict) or unknown:
+            raise ValueError(
+                f"each static setting is a dict of control values; {setting!r} names "
+                f"{sorted(unknown)}, not one of the controls {sorted(specs)}"
+            )
+    return settings
+
+
+def _controls_line(specs: dict) -> str:
+    """One line for a web reader: what the live figure lets them change."""
+    parts = []
+    for name, spec in specs.items():
+        if isinstance(spec, tuple):
+            parts.append(f"`{name}` ({_describe(spec[0])} to {_describe(spec[1])})")
+        elif isinstance(spec, list):
+            parts.append(f"`{name}` (a menu)")
+        else:
+            parts.append(f"`{name}`")
+    return (
+        "Shown at a few settings. Run this chapter in Jupyter (the launch button at the top) "
+        "to change " + ", ".join(parts) + " and watch the figure redraw."
+    )
+
+
+def small_multiples_png(figures: list[Figure], labels: list[str], gap_px: int = 24) -> bytes:
+    """One PNG with ``figures`` side by side, each headed by its label, at twice their dpi.
+
+    As many share a row as fit the column: all of them for figures drawn for their share of
+    it (:func:`plotting.column_fraction`), one per row for figures drawn wider by hand, so a
+    figure is never shrunk to a fraction of its size. All parts share one dpi, so the PNG's text
+    chunks (``plotting.png_bytes``) state the smallest text of all of them at that dpi.
+    """
+    import matplotlib.image as mpimg
+
+    dpi = 2 * figures[0].dpi
+    widest = max(fig.get_figwidth() for fig in figures)
+    per_row = max(1, min(len(figures), int(1.1 * plotting.COLUMN_INCHES // widest)))
+    arrays, smallest = [], float("inf")
+    for fig, label in zip(figures, labels):
+        existing = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
+        fig.suptitle(f"{label}\n{existing}" if existing else label, fontsize=11, fontweight="bold")
+        smallest = min(smallest, plotting.min_text_points(fig))
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+        buffer.seek(0)
+        arrays.append(mpimg.imread(buffer, format="png")[..., :3])
+    rows = [arrays[i : i + per_row] for i in range(0, len(arrays), per_row)]
+    width = max(sum(a.shape[1] for a in row) + gap_px * (len(row) - 1) for row in rows)
+    blocks = []
+    for row in rows:
+        block = np.ones((max(a.shape[0] for a in row) + gap_px, width, 3), dtype=row[0].dtype)
+        left = 0
+        for a in row:
+            block[gap_px : gap_px + a.shape[0], left : left + a.shape[1]] = a
+            left += a.shape[1] + gap_px
+        blocks.append(block)
+    out = io.BytesIO()
+    metadata = {plotting.DPI_KEY: f"{dpi:g}", plotting.MIN_TEXT_KEY: f"{smallest:g}"}
+    mpimg.imsave(out, np.concatenate(blocks, axis=0), format="png", metadata=metadata)
+    return out.getvalue()
 
 
 class InteractiveFigure:
@@ -170,13 +283,26 @@ class InteractiveFigure:
     created at all, so an executed notebook stores no widget state.
     """
 
-    def __init__(self, plot_fn: Callable[..., Figure], specs: dict, static: bool):
+    def __init__(
+        self,
+        plot_fn: Callable[..., Figure],
+        specs: dict,
+        static: bool,
+        static_settings: list[dict] | None = None,
+    ):
         self.plot_fn, self.static = plot_fn, static
         self.controls: dict[str, widgets.ValueWidget] = {}
         self.output = self.widget = None
+        self.settings: list[dict] = []
         if static:
             self.values = {name: default_value(name, spec) for name, spec in specs.items()}
             self.figure = self._draw()
+            chosen = auto_settings(specs) if static_settings is None else static_settings
+            self.settings = [{**self.values, **setting} for setting in chosen]
+            self.labels = [
+                ", ".join(f"{k} = {_describe(v)}" for k, v in setting.items()) for setting in chosen
+            ]
+            self.controls_line = _controls_line(specs)
             return
         self.controls = {name: make_control(name, spec) for name, spec in specs.items()}
         self.values = {name: control.value for name, control in self.controls.items()}
@@ -190,8 +316,8 @@ class InteractiveFigure:
         for control in self.controls.values():
             control.observe(self._redraw, names="value")
 
-    def _draw(self) -> Figure:
-        fig = self.plot_fn(**self.values)
+    def _draw(self, values: dict | None = None) -> Figure:
+        fig = self.plot_fn(**(self.values if values is None else values))
         if not isinstance(fig, Figure):
             raise TypeError(
                 f"{getattr(self.plot_fn, '__name__', 'plot_fn')} must return a matplotlib Figure, "
@@ -214,12 +340,27 @@ class InteractiveFigure:
             return
         self._show_in_output()
 
+    def static_png(self) -> bytes:
+        """The small multiples: the figure at every static setting, side by side in one PNG."""
+        if len(self.settings) < 2:
+            return plotting.png_bytes(self.figure, dpi=2 * self.figure.dpi)
+        figures = []
+        with plotting.column_fraction(1 / len(self.settings)):
+            for setting in self.settings:
+                figures.append(self._draw(setting))
+        return small_multiples_png(figures, self.labels)
+
     def _ipython_display_(self) -> None:
-        if self.static:
-            data, metadata = _png(self.figure)
-            display(data, metadata=metadata, raw=True)
-        else:
+        if not self.static:
             display(self.widget)
+            return
+        png = self.static_png()
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        data = {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(self)}
+        display(
+            data, metadata={"image/png": {"width": width // 2, "height": height // 2}}, raw=True
+        )
+        display({"text/markdown": self.controls_line, "text/plain": self.controls_line}, raw=True)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={value!r}" for name, value in self.values.items())
@@ -227,7 +368,12 @@ class InteractiveFigure:
 
 
 def interactive_figure(
-    plot_fn: Callable[..., Figure], /, *, static: bool | None = None, **controls
+    plot_fn: Callable[..., Figure],
+    /,
+    *,
+    static: bool | None = None,
+    static_settings: list[dict] | None = None,
+    **controls,
 ) -> InteractiveFigure:
     """A figure that follows its controls in Jupyter and is a plain picture everywhere else.
 
@@ -246,4 +392,7 @@ def interactive_figure(
         )
     for name, spec in controls.items():
         default_value(name, spec)  # validate every spec in both modes
-    return InteractiveFigure(plot_fn, controls, static_mode() if static is None else bool(static))
+    if static_settings is not None:
+        static_settings = _check_settings(static_settings, controls)
+    static = static_mode() if static is None else bool(static)
+    return InteractiveFigure(plot_fn, controls, static, static_settings)

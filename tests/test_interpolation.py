@@ -1,7 +1,6 @@
 """spectral_lab.experiments.interpolation: the straight path between two networks, the two
 barriers in closed form, and the SVA of their matrices."""
 
-
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Interactive figures: live controls redraw, static mode is one figure at the defaults."""
+"""Interactive figures: live controls redraw; static mode draws the defaults and shows small
+multiples at 2-4 settings with one line on what the live version controls."""
 
 import base64
 
@@ -6,6 +7,8 @@ import ipywidgets as widgets
 import pytest
 from matplotlib.figure import Figure
 
+import spectral_lab.widgets as widgets_module
+from spectral_lab import plotting
 from spectral_lab.plotting import new_figure
 from spectral_lab.widgets import default_value, interactive_figure, make_control, static_mode
 
@@ -133,3 +136,82 @@ def test_needs_controls_and_a_figure():
         interactive_figure(Recorder())
     with pytest.raises(TypeError, match="must return a matplotlib Figure"):
         interactive_figure(lambda n: None, static=True, n=(0, 2, 1))
+
+
+def _static_outputs(view) -> list[tuple[dict, dict]]:
+    """What the cell shows in static mode: (data, metadata) of every display call."""
+    shown = []
+    original = widgets_module.display
+    widgets_module.display = lambda obj, metadata=None, raw=False: shown.append((obj, metadata))
+    try:
+        view._ipython_display_()
+    finally:
+        widgets_module.display = original
+    return shown
+
+
+def test_static_mode_shows_small_multiples_and_says_what_is_live():
+    plot = Recorder()
+    view = interactive_figure(plot, static=True, exponent=(0.0, 3.0, 0.5, 1.0), log=True)
+    assert [s["exponent"] for s in view.settings] == [0.0, 1.0, 3.0]  # min, default, max
+    assert all(s["log"] is True for s in view.settings)  # the other controls at their defaults
+    (image, metadata), (line, _) = _static_outputs(view)
+    assert [c["exponent"] for c in plot.calls] == [1.0, 0.0, 1.0, 3.0]  # defaults, then each
+    png = base64.b64decode(image["image/png"])
+    assert png.startswith(b"\x89PNG")
+    natural = int.from_bytes(png[16:20], "big")
+    assert metadata["image/png"]["width"] == natural // 2  # shown at its nominal size
+    # one row at the column's width, each setting drawn for a third of it: text stays readable
+    assert natural // 2 == pytest.approx(100 * plotting.COLUMN_INCHES, rel=0.2)
+    shown = plotting.rendered_text_px(png, min(natural // 2, 757))
+    assert shown >= plotting.MIN_TEXT_PX
+    assert "`exponent` (0 to 3)" in line["text/markdown"] and "`log`" in line["text/markdown"]
+    assert view.labels == ["exponent = 0", "exponent = 1", "exponent = 3"]
+
+
+def test_static_settings_by_name_and_their_checks():
+    plot = Recorder()
+    view = interactive_figure(
+        plot,
+        static=True,
+        static_settings=[{"mode": "a"}, {"mode": "b", "exponent": 2.0}],
+        exponent=(0.0, 3.0, 0.5, 1.0),
+        mode=["a", "b"],
+    )
+    assert view.settings == [
+        {"exponent": 1.0, "mode": "a"},
+        {"exponent": 2.0, "mode": "b"},
+    ]
+    assert interactive_figure(Recorder(), static=True, log=False, exponent=(0, 2, 1)).settings == [
+        {"log": False, "exponent": 1},
+        {"log": True, "exponent": 1},
+    ]
+    with pytest.raises(ValueError, match="2 to 4 settings"):
+        interactive_figure(plot, static=True, static_settings=[{"mode": "a"}], mode=["a", "b"])
+    with pytest.raises(ValueError, match=r"names \['colour'\]"):
+        interactive_figure(
+            plot, static=True, static_settings=[{"colour": 1}, {"mode": "a"}], mode=["a", "b"]
+        )
+
+
+def test_small_multiples_never_shrink_a_figure_drawn_wider_than_its_share():
+    """A plot function that sizes its figure by hand (not for the column) gets one setting per
+    row: the picture is taller, and its text stays as large as the figure's own."""
+    figures = []
+    for _ in range(3):
+        fig, axes = new_figure(1, 2, width=4.2, height=3.0)  # 8.4 in: wider than the column
+        axes[0, 0].plot([0, 1])
+        figures.append(fig)
+    png = widgets_module.small_multiples_png(figures, ["a", "b", "c"])
+    natural_width = int.from_bytes(png[16:20], "big")
+    natural_height = int.from_bytes(png[20:24], "big")
+    assert natural_height > natural_width  # three rows of one (each 8.4 x 3 in)
+    assert plotting.rendered_text_px(png, 757) >= plotting.MIN_TEXT_PX
+    one_row = []
+    for _ in range(3):
+        with plotting.column_fraction(1 / 3):
+            fig, axes = new_figure()
+        axes[0, 0].plot([0, 1])
+        one_row.append(fig)
+    png = widgets_module.small_multiples_png(one_row, ["a", "b", "c"])
+    assert int.from_bytes(png[16:20], "big") > 2 * int.from_bytes(png[20:24], "big")  # one row

@@ -8,15 +8,23 @@ execution cache pointed at a folder of the same name, so a change of mode or
 of any file in ``spectral_lab/`` (or ``pyproject.toml``) starts a fresh cache,
 and an unchanged tree reuses the last results.
 
-Usage (the Makefile does this): jupyter-book build . --config "$(python tools/book_config.py)"
+It also chooses the edition: ``--edition instructor`` (the default) keeps the solutions,
+``--edition student`` hides every ``{solution}`` (sphinx-exercise's ``hide_solutions``), from
+the same sources. ``--no-execute`` builds from the notebooks as they are, without running them
+(for checks of the book's infrastructure, not for publishing). Paths the config names relative to
+the repository (``local_extensions``) are made absolute, since the copy lives elsewhere.
 
-``python tools/book_config.py --seed-cache DIR`` first puts the notebooks that nbval executed
-and kept in ``DIR`` (see the repository's ``conftest.py``) into that cache, so that ``make test``
-executes every chapter once: nbval runs it, the build renders what nbval saw.
+Usage (the Makefile does this):
+    jupyter-book build . --config "$(python tools/book_config.py --edition student)"
+
+``--seed-cache DIR`` first puts the notebooks that nbval executed and kept in ``DIR`` (see the
+repository's ``conftest.py``) into that cache, so that ``make test`` executes every chapter once:
+nbval runs it, the build renders what nbval saw.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import sys
@@ -34,6 +42,28 @@ def package_hash() -> str:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+EDITIONS = ("instructor", "student")
+
+
+def book_config(edition: str = "instructor", execute: bool = True, key: str = "") -> dict:
+    """``_config.yml`` for one edition, with local paths made absolute and the execution cache at
+    ``_build/jupyter_cache/<key>`` (or execution off)."""
+    if edition not in EDITIONS:
+        raise ValueError(f"the edition is one of {EDITIONS}, got {edition!r}")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    execution = config.setdefault("execute", {})
+    if execute:
+        execution["execute_notebooks"] = "cache"
+        execution["cache"] = str(ROOT / "_build" / "jupyter_cache" / key)
+    else:
+        execution["execute_notebooks"] = "off"
+    sphinx = config.setdefault("sphinx", {})
+    local = sphinx.get("local_extensions") or {}
+    sphinx["local_extensions"] = {name: str(ROOT / path) for name, path in local.items()}
+    sphinx.setdefault("config", {})["hide_solutions"] = edition == "student"
+    return config
 
 
 def seed_cache(cache_path: Path, folder: Path) -> int:
@@ -63,21 +93,25 @@ def seed_cache(cache_path: Path, folder: Path) -> int:
     return seeded
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edition", default="instructor", choices=EDITIONS)
+    parser.add_argument("--no-execute", action="store_true")
+    parser.add_argument("--seed-cache", metavar="DIR", help="notebooks nbval executed and kept")
+    args = parser.parse_args(argv)
     mode = os.environ.get("SPECTRAL_LAB_MODE", "").strip().lower() or "auto"
     if mode not in ("quick", "full", "auto"):
         print(f"SPECTRAL_LAB_MODE must be quick or full, got {mode!r}", file=sys.stderr)
         return 2
     key = f"{mode}-{package_hash()}"
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    execute = config.setdefault("execute", {})
-    execute["execute_notebooks"] = "cache"
-    execute["cache"] = str(ROOT / "_build" / "jupyter_cache" / key)
-    out = ROOT / "_build" / "config" / f"{key}.yml"
+    config = book_config(args.edition, execute=not args.no_execute, key=key)
+    name = key if not args.no_execute else "no-execute"
+    out = ROOT / "_build" / "config" / f"{name}-{args.edition}.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, sort_keys=False))
-    if len(sys.argv) == 3 and sys.argv[1] == "--seed-cache":
-        seeded = seed_cache(Path(execute["cache"]), Path(sys.argv[2]))
+    if args.seed_cache and not args.no_execute:
+        cache = Path(config["execute"]["cache"])
+        seeded = seed_cache(cache, Path(args.seed_cache))
         print(f"{seeded} executed notebooks from nbval put in the build's cache", file=sys.stderr)
     print(out)
     return 0
