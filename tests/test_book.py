@@ -33,6 +33,7 @@ CHAPTERS = sorted(path.stem for path in (ROOT / "book").glob("*.ipynb"))
 # (glue every number from the run, see book/contributing.md) removes it from this list; the
 # xfail is strict, so a converted chapter still listed here fails.
 NOT_YET_GLUED = [
+    "checkpoints",  # its settings (1,500 steps, widths 40-256-256-10, ...) are typed, not glued
     "architectures",
     "connectivity",
     "grokking",
