@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 __all__ = ["main", "parse_overrides", "CATALOGUE", "ENGINES"]
 
@@ -314,6 +314,16 @@ def _default_out(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}{suffix}"
 
 
+@contextlib.contextmanager
+def _claimed_out(args: argparse.Namespace) -> Iterator[Path]:
+    """The one place where ``run`` and ``sweep`` take their ``--out``: checked before anything
+    trains, and held until the command ends. An exclusive lock per output belongs here, around
+    the ``yield``, so that it covers the whole run."""
+    out = _default_out(args)
+    _check_out(args, out)
+    yield out
+
+
 def _check_out(args: argparse.Namespace, out: Path) -> None:
     """Before any training: ``out`` is a file path when the experiment writes one file (a folder
     when it writes many), and the folder it goes in can be created and written."""
@@ -407,8 +417,11 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     if args.address and args.engine not in ("dask", "ray"):
         raise UsageError(f"--address is for --engine dask or ray, not {args.engine}")
     _check_names(args)
-    out = _default_out(args)
-    _check_out(args, out)
+    with _claimed_out(args) as out:
+        return _sweep_into(out, args, argv)
+
+
+def _sweep_into(out: Path, args: argparse.Namespace, argv: list[str]) -> int:
     from .sweeps import SweepError
 
     config = _config(args)
@@ -421,9 +434,9 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
             if v is not None
         }
     )
-    print(f"{args.experiment} ({args.preset}) sweep on {args.engine} -> {out}", file=sys.stderr)
     again = _command(argv)
     try:
+        print(f"{args.experiment} ({args.preset}) sweep on {args.engine} -> {out}", file=sys.stderr)
         with _short_connect_timeout(args.engine):
             result = _registry()[args.experiment].sweep(config, out, **engine)
     except KeyboardInterrupt as stop:
@@ -527,8 +540,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume and args.overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it: choose one")
     _check_names(args)
-    out = _default_out(args)
-    _check_out(args, out)
+    with _claimed_out(args) as out:
+        return _run_into(out, args, argv)
+
+
+def _run_into(out: Path, args: argparse.Namespace, argv: list[str]) -> int:
     experiment = _registry()[args.experiment]
     config = _config(args)
     outputs = experiment.outputs(config, out)
@@ -544,12 +560,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         )
     from .runtime import get_device
 
-    print(
-        f"{args.experiment} ({args.preset}) on {get_device(config.device)} -> {out}",
-        file=sys.stderr,
-    )
     before = _mtimes(outputs)
-    try:
+    try:  # an interrupt once the start line is out gets the full story
+        print(
+            f"{args.experiment} ({args.preset}) on {get_device(config.device)} -> {out}",
+            file=sys.stderr,
+        )
         result = experiment.run(config, out, resume=args.resume)
     except KeyboardInterrupt as stop:
         kept = _what_was_kept(config, out, outputs, before, args, argv)
