@@ -160,6 +160,13 @@ def _registry() -> dict:
     return EXPERIMENTS
 
 
+def __getattr__(name: str):
+    """``cli.EXPERIMENTS`` is the registry, imported on first use (it imports torch)."""
+    if name == "EXPERIMENTS":
+        return _registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse_overrides(config_class: type, items: list[str]) -> dict[str, object]:
     """``["lr=3e-3", "steps=500"]`` -> ``{"lr": 0.003, "steps": 500}``, typed by ``config_class``'s
     fields."""

@@ -348,6 +348,7 @@ def test_the_catalogue_is_the_registry():
     from spectral_lab.sweeps import ENGINES
 
     assert list(cli.CATALOGUE) == list(EXPERIMENTS) and cli.ENGINES == ENGINES
+    assert cli.EXPERIMENTS is EXPERIMENTS  # imported on first use, not with the module
     for name, experiment in EXPERIMENTS.items():
         cls, known = experiment.config_class, cli.CATALOGUE[name]
         assert known.config_class == cls.__name__, name
