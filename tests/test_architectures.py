@@ -11,14 +11,17 @@ from spectral_lab.experiments import EXPERIMENTS
 from spectral_lab.experiments.architectures import (
     CONFIGS,
     ConvNetConfig,
+    LSTMConfig,
     TransformerConfig,
     UNetConfig,
     alignment_matrices,
     alignment_summary,
     train_architecture,
 )
+from spectral_lab.experiments.grokking import checkpoint_path
 from spectral_lab.models import DigitsCNN, RowLSTM, TinyUNet, TransformerLM
 from spectral_lab.pruning import svd_prune
+from spectral_lab.record import RunRecord
 from spectral_lab.views import centre_tap, find_matrices, matrix_view, split_gates, split_heads
 
 
@@ -295,3 +298,98 @@ def test_command_line_writes_a_record_with_pruning_losses(tmp_path, capsys):
         "bottom",
     }
     assert record.meta["model"] == "lstm" and record.config["width"] == 8
+
+
+# ---- checkpoints and resume
+# ------------------------------------------------------------------------
+TINY_RUNS = {
+    "convnet": ConvNetConfig(width=4, steps=24, eval_every=4, track_every=8, checkpoint_every=6),
+    "transformer": TransformerConfig(
+        width=8,
+        n_heads=2,
+        n_layers=1,
+        context=8,
+        n_sentences=200,
+        warmup=2,
+        steps=24,
+        eval_every=4,
+        track_every=8,
+        checkpoint_every=6,
+    ),
+}
+
+
+def same_records(a, b) -> None:
+    arrays_a, arrays_b = a.to_arrays(), b.to_arrays()
+    assert sorted(arrays_a) == sorted(arrays_b)
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("kind", list(TINY_RUNS))
+def test_interrupted_then_resumed_equals_uninterrupted(kind, tmp_path, monkeypatch):
+    """BatchNorm statistics (convnet) and the batch generator (transformer's random windows) come
+    back with the checkpoint: the resumed run is bit-identical on the CPU."""
+    torch.set_num_threads(1)
+    config = TINY_RUNS[kind]
+    whole = train_architecture(config, progress=False, out=tmp_path / "whole.npz")
+
+    calls = []
+    batch = type(config).batch
+
+    def interrupted(self, data, step, generator):
+        calls.append(step)
+        if len(calls) > 15:  # the 16th training step: after the checkpoint at step 12
+            raise KeyboardInterrupt
+        return batch(self, data, step, generator)
+
+    out = tmp_path / "cut.npz"
+    monkeypatch.setattr(type(config), "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_architecture(config, progress=False, out=out)
+    monkeypatch.undo()
+    assert torch.load(checkpoint_path(out), weights_only=True)["step"] == 12
+    assert RunRecord.load(out).steps.tolist() == [0, 8]
+
+    resumed = train_architecture(config, progress=False, out=out, resume=True)
+    same_records(resumed.record, whole.record)
+    same_records(RunRecord.load(out), RunRecord.load(tmp_path / "whole.npz"))
+    assert resumed.record.meta["pruning"] == whole.record.meta["pruning"]
+    assert resumed.record.meta["alignment"] == whole.record.meta["alignment"]
+    for name in whole.history:
+        np.testing.assert_array_equal(resumed.history[name], whole.history[name], err_msg=name)
+    for (name, W), W_whole in zip(
+        resumed.model.state_dict().items(), whole.model.state_dict().values()
+    ):
+        assert torch.equal(W, W_whole), name
+
+
+def test_resume_refuses_another_kind_config_or_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    config = TINY_RUNS["convnet"].with_overrides(steps=12)
+    out = tmp_path / "run.npz"
+    train_architecture(config, progress=False, out=out)
+    lstm = LSTMConfig(width=4, steps=12, eval_every=4, track_every=8, checkpoint_every=6)
+    with pytest.raises(ValueError, match="holds a run of model 'convnet', not 'lstm'"):
+        train_architecture(lstm, progress=False, out=out, resume=True)
+    with pytest.raises(ValueError, match=r"different config \(seed: this run 1, the record 0"):
+        train_architecture(config.with_overrides(seed=1), progress=False, out=out, resume=True)
+    # a checkpoint of another seed beside this record: the checkpoint's own config refuses it
+    other = tmp_path / "other.npz"
+    train_architecture(config.with_overrides(seed=1), progress=False, out=other)
+    checkpoint_path(other).replace(checkpoint_path(out))
+    with pytest.raises(ValueError, match=r"run.ckpt.pt: it was made with a different config"):
+        train_architecture(config, progress=False, out=out, resume=True)
+    checkpoint_path(out).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"run.ckpt.pt: not a readable checkpoint.*delete .*"):
+        train_architecture(config, progress=False, out=out, resume=True)
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+    torch.set_num_threads(1)
+    config = TINY_RUNS["convnet"].with_overrides(steps=12)
+    out = tmp_path / "run.npz"
+    first = train_architecture(config, progress=False, out=out)
+    again = train_architecture(config, progress=False, out=out, resume=True)
+    same_records(again.record, first.record)
+    assert again.record.meta["pruning"] == first.record.meta["pruning"]

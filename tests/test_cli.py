@@ -1,12 +1,22 @@
+import errno
+import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import spectral_lab.experiments.grokking as grokking
 from spectral_lab import cli
+from spectral_lab.experiments import EXPERIMENTS
 from spectral_lab.experiments.grokking import checkpoint_path
 from spectral_lab.record import RunRecord
 
@@ -177,6 +187,8 @@ def test_sweep_command_without_dask_says_what_to_install(tmp_path, capsys, monke
             "nothing to resume at nowhere/none.npz",
         ),
         (["run", "grokking", "--resume", "--overwrite"], "choose one"),
+        (["run", "grokking", "--set", "preset=full"], "use --preset full"),
+        (["sweep", "weight_decay", "--set", "preset=full"], "use --preset full"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(capsys, argv, message):
@@ -201,15 +213,15 @@ def test_resume_without_a_checkpoint(tmp_path, capsys):
     assert status == 2 and "tiny.ckpt.pt not found" in err
 
 
-def test_interrupt_says_how_to_resume(tmp_path, capsys, monkeypatch):
+def test_an_interrupt_before_the_first_checkpoint_promises_nothing(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(
-        cli.EXPERIMENTS, "grokking", cli.EXPERIMENTS["grokking"]._replace(run=interrupted)
-    )
+    monkeypatch.setitem(EXPERIMENTS, "grokking", EXPERIMENTS["grokking"]._replace(run=interrupted))
     status, _, err = run(capsys, "run", "grokking", "--out", str(tmp_path / "x.npz"))
-    assert status == 130 and "--out " in err and err.rstrip().endswith("--resume")
+    assert status == 130 and "the last checkpoint is kept" not in err
+    assert "nothing kept yet: the first checkpoint comes at step 500" in err
+    assert err.rstrip().endswith(f"python -m spectral_lab run grokking --out {tmp_path / 'x.npz'}")
 
 
 def test_list(capsys):
@@ -327,3 +339,287 @@ def test_sweep_connectivity_keeps_one_result_per_job_and_prints_the_table(tmp_pa
         "trunk_0",
         "trunk_0",
     ]
+
+
+# ---- names without torch
+# --------------------------------------------------------------------------
+def test_the_catalogue_is_the_registry():
+    """The torch-free copy of the registry's names (cli.CATALOGUE) says what the registry says."""
+    from spectral_lab.sweeps import ENGINES
+
+    assert list(cli.CATALOGUE) == list(EXPERIMENTS) and cli.ENGINES == ENGINES
+    assert cli.EXPERIMENTS is EXPERIMENTS  # imported on first use, not with the module
+    for name, experiment in EXPERIMENTS.items():
+        cls, known = experiment.config_class, cli.CATALOGUE[name]
+        assert known.config_class == cls.__name__, name
+        assert known.presets == tuple(cls.presets()), name
+        assert known.settings == tuple(f.name for f in fields(cls)), name
+        assert known.suffix == experiment.suffix, name
+        assert known.sweeps == (experiment.sweep is not None), name
+
+
+USAGE_ERRORS = [
+    ["run", "grokking", "--preset", "nope"],
+    ["run", "arch_lstm", "--set", "learning_rate=1"],
+    ["run", "grokking", "--set", "preset=full"],
+    ["run", "memorisation"],
+    ["sweep", "grokking"],
+    ["sweep", "weight_decay", "--preset", "huge"],
+    ["run", "grokking", "--resume", "--overwrite"],
+    ["run", "grokking", "--out", "some/folder/"],
+]
+
+# The command line's module loaded without the package's face (spectral_lab/__init__.py imports
+# torch): what ``python -m spectral_lab`` costs once the face imports lazily.
+WITHOUT_THE_FACE = """
+import json, sys, time, types
+started = time.perf_counter()
+package = types.ModuleType("spectral_lab")
+package.__path__ = [sys.argv[1]]
+sys.modules["spectral_lab"] = package
+from spectral_lab import cli
+statuses = []
+for argv in json.loads(sys.argv[2]):
+    try:
+        statuses.append(cli.main(argv))
+    except SystemExit as exit:
+        statuses.append(exit.code)
+print(json.dumps({"torch": "torch" in sys.modules, "statuses": statuses,
+                  "seconds": time.perf_counter() - started}))
+"""
+
+
+def test_usage_errors_answer_without_importing_torch(tmp_path):
+    package = Path(cli.__file__).parent
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_FACE, str(package), json.dumps(USAGE_ERRORS)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["statuses"] == [2] * len(USAGE_ERRORS), done.stderr
+    assert not answer["torch"], "a usage error imported torch"
+    assert "Traceback" not in done.stderr and done.stderr.count("error: ") == len(USAGE_ERRORS)
+
+
+# ---- output paths, checked before training
+# ------------------------------------------------------
+def bad_out(capsys, out: str, *more):
+    status, stdout, err = run(capsys, "run", "grokking", "--out", out, *TINY, *more)
+    assert status == cli.USAGE_ERROR and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_folder_is_not_a_record_path(tmp_path, capsys):
+    assert "is a folder, but grokking writes one record file" in bad_out(capsys, str(tmp_path))
+    err = bad_out(capsys, f"{tmp_path}/new/")
+    assert "is a folder" in err and "--out " in err and not (tmp_path / "new").exists()
+
+
+def test_a_path_under_a_file_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    err = bad_out(capsys, str(tmp_path / "file.txt" / "sub" / "run.npz"))
+    assert f"{tmp_path / 'file.txt'} is a file, not a folder" in err
+
+
+def test_a_folder_experiment_refuses_a_file(tmp_path, capsys):
+    (tmp_path / "wd").write_text("x")
+    status, _, err = run(capsys, "run", "weight_decay", "--out", str(tmp_path / "wd"), *TINY)
+    assert status == 2 and "is a file, but weight_decay writes a folder of runs" in err
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
+def test_an_unwritable_folder_is_found_before_training(tmp_path, capsys, monkeypatch, code):
+    trained = []
+    monkeypatch.setitem(
+        EXPERIMENTS, "grokking", EXPERIMENTS["grokking"]._replace(run=lambda *a, **k: trained)
+    )
+
+    def refuse(*args, **kwargs):  # the machine runs tests as root: a read-only disk is simulated
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", refuse)
+    err = bad_out(capsys, str(tmp_path / "runs" / "x.npz"))
+    assert f"cannot write to --out {tmp_path / 'runs' / 'x.npz'}: {os.strerror(code)}" in err
+    assert trained == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_disk_that_fills_during_a_run_keeps_the_checkpoint_and_says_how_to_resume(
+    tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "run.npz"
+    argv = ["run", "grokking", "--device", "cpu", "--out", str(out), *TINY]
+    written = []
+
+    def fills(path, write):
+        if written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        return grokking_atomic_write(path, write)
+
+    grokking_atomic_write = grokking.atomic_write
+    monkeypatch.setattr(grokking, "atomic_write", fills)
+    status, _, err = run(capsys, *argv)
+    assert status == 1 and "Traceback" not in err
+    assert f"could not write {checkpoint_path(out)}: No space left on device" in err
+    assert f"checkpoint at step 10 of 30 ({checkpoint_path(out)})" in err
+    command = err.split("Continue with: ")[1].strip()
+    assert command == shlex.join(["python", "-m", "spectral_lab", *argv, "--resume"])
+    monkeypatch.undo()  # space freed: the printed command finishes the run
+    assert cli.main(shlex.split(command)[3:]) == 0
+    assert RunRecord.load(out).steps.tolist() == [0, 10, 20, 30]
+
+
+# ---- interruptions tell the truth
+# ---------------------------------------------------------------
+LONG = [*TINY[:-6], "--set", "eval_every=10", "--set", "track_every=10", "--set", "steps=3000"]
+
+
+def interrupt(tmp_path, signum: int, checkpoint_every: int):
+    """A real ``python -m spectral_lab run`` sent ``signum`` after its first checkpoint (or, when
+    that is far away, once training began); returns (status, stderr, argv)."""
+    out = tmp_path / "run.npz"
+    argv = ["run", "grokking", "--device", "cpu", "--out", str(out), *LONG]
+    argv += ["--set", f"checkpoint_every={checkpoint_every}"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "spectral_lab", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, CI="true"),
+        cwd=tmp_path,
+    ) as process:
+        try:
+            first = process.stderr.readline()  # "grokking (custom) on cpu -> ...": training begins
+            assert "-> " in first, first
+            deadline = time.monotonic() + 120
+            while checkpoint_every < 3000 and not checkpoint_path(out).exists():
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            process.send_signal(signum)
+            rest = process.stderr.read()
+            status = process.wait(timeout=60)
+        finally:
+            process.kill()
+    return status, first + rest, argv
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_first_checkpoint_names_it_and_the_command(tmp_path, signum):
+    status, err, argv = interrupt(tmp_path, signum, checkpoint_every=20)
+    assert status == 128 + signum and "Traceback" not in err, err
+    step = int(re.search(r"kept: the record and checkpoint at step (\d+) of 3000", err)[1])
+    assert step % 20 == 0 and step >= 20
+    assert torch.load(checkpoint_path(tmp_path / "run.npz"), weights_only=True)["step"] == step
+    command = shlex.join(["python", "-m", "spectral_lab", *argv, "--resume"])
+    assert err.rstrip().endswith(f"Continue with: {command}")
+    assert ("terminated (SIGTERM)" in err) == (signum == signal.SIGTERM)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_the_first_checkpoint_says_nothing_was_kept(tmp_path, signum):
+    status, err, argv = interrupt(tmp_path, signum, checkpoint_every=3000)
+    assert status == 128 + signum and "Traceback" not in err, err
+    assert "nothing kept yet: the first checkpoint comes at step 3000" in err
+    assert err.rstrip().endswith(shlex.join(["python", "-m", "spectral_lab", *argv]))
+    assert not checkpoint_path(tmp_path / "run.npz").exists()
+
+
+def test_the_sigterm_handler_is_installed_only_while_a_command_runs():
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "_list", lambda: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+        assert cli.main(["list"]) == 0
+    assert seen[0] is not before and signal.getsignal(signal.SIGTERM) is before
+
+
+# ---- architecture runs through the command line
+# -------------------------------------------------
+ARCH = ["--device", "cpu", "--set", "width=4", "--set", "steps=12", "--set", "eval_every=4"]
+ARCH += ["--set", "track_every=4", "--set", "checkpoint_every=4"]
+
+
+def test_an_arch_record_of_another_kind_is_not_resumed(tmp_path, capsys):
+    out = str(tmp_path / "arch.npz")
+    assert run(capsys, "run", "arch_convnet", "--out", out, *ARCH)[0] == 0
+    status, stdout, err = run(capsys, "run", "arch_lstm", "--out", out, "--resume", *ARCH)
+    assert status == 2 and stdout == "" and err.count("error: ") == 1  # after the start line
+    assert "holds a run of model 'convnet', not 'lstm'" in err.splitlines()[-1]
+    status, _, err = run(
+        capsys, "run", "arch_convnet", "--out", out, "--resume", *ARCH, "--set", "seed=3"
+    )
+    assert status == 2 and "seed: this run 3, the record 0" in err
+
+
+def test_an_interrupted_arch_run_says_what_was_kept(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "arch.npz"
+    argv = ["run", "arch_convnet", "--out", str(out), *ARCH]
+    config_class = EXPERIMENTS["arch_convnet"].config_class
+    batch = config_class.batch
+
+    def stop_at_step_6(self, data, step, generator):
+        if step == 6:
+            raise KeyboardInterrupt
+        return batch(self, data, step, generator)
+
+    monkeypatch.setattr(config_class, "batch", stop_at_step_6)
+    status, _, err = run(capsys, *argv)
+    assert status == 130 and "kept: the record and checkpoint at step 4 of 12" in err
+    monkeypatch.undo()
+    command = err.split("Continue with: ")[1].strip()
+    assert cli.main(shlex.split(command)[3:]) == 0
+    assert RunRecord.load(out).steps.tolist() == [0, 4, 8, 12]
+
+
+# ---- engines
+# -------------------------------------------------------------------------------------
+def test_gpus_on_a_machine_without_cuda_is_an_error(tmp_path, capsys, monkeypatch):
+    argv = ["sweep", "weight_decay", "--engine", "local", "--gpus", "2", "--out", str(tmp_path)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status, _, err = run(capsys, *argv, *TINY)
+    assert status == 2 and "--gpus 2: torch sees no CUDA GPU" in err and err.count("\n") == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    status, _, err = run(capsys, *argv, *TINY)
+    assert status == 2 and "--gpus 2: torch sees only 1 CUDA GPU(s) here" in err
+
+
+def test_an_unreachable_dask_scheduler_is_one_line_after_a_short_wait(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    argv = ["sweep", "weight_decay", "--engine", "dask", "--address", "tcp://127.0.0.1:1"]
+    argv += ["--out", str(tmp_path / "wd"), *TINY, "--set", "weight_decays=1"]
+    timeouts = []
+    client = distributed.Client
+
+    def observed(*args, **kwargs):
+        import dask
+
+        timeouts.append(dask.config.get("distributed.comm.timeouts.connect"))
+        return client(*args, **kwargs)
+
+    distributed.Client = observed
+    try:
+        status, _, err = run(capsys, *argv)
+    finally:
+        distributed.Client = client
+    assert timeouts == [cli.DASK_CONNECT_TIMEOUT] and cli.DASK_CONNECT_TIMEOUT == "5s"
+    assert status == 1 and err.count("\n") == 2 and "Traceback" not in err  # the start line + one
+    assert "error: cannot reach the Dask scheduler at tcp://127.0.0.1:1: Timed out" in err
+
+
+def test_an_unreachable_ray_cluster_is_one_line(tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray")
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.\nPlease check ...")
+
+    monkeypatch.setattr(ray, "init", unreachable)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    argv = ["sweep", "weight_decay", "--engine", "ray", "--address", "ray://nowhere:10001"]
+    status, _, err = run(capsys, *argv, "--out", str(tmp_path / "wd"), *TINY)
+    assert status == 1 and "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "error: cannot reach the Ray cluster at ray://nowhere:10001: Could not find any running "
+        "Ray instance.; check that it is running and that the address is right"
+    )

@@ -1,3 +1,5 @@
+import errno
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 import spectral_lab.experiments.grokking as training
 from spectral_lab.curves import mean_norm_eff_rank, time_to_generalize
 from spectral_lab.experiments.grokking import GrokkingConfig, checkpoint_path, load_or_train, train
+from spectral_lab.files import atomic_write
 from spectral_lab.models import ModularTransformer
 from spectral_lab.record import RunRecord
 from spectral_lab.runtime import seed_everything
@@ -149,6 +152,84 @@ def test_resume_errors_name_the_problem(tmp_path):
     checkpoint_path(out).unlink()
     with pytest.raises(FileNotFoundError, match="run.ckpt.pt"):
         train(TINY.with_overrides(steps=10), progress=False, out=out, resume=True)
+
+
+def test_a_checkpoint_carries_its_config_and_refuses_another(tmp_path):
+    out = tmp_path / "run.npz"
+    config = TINY.with_overrides(steps=10)
+    train(config, progress=False, out=out)
+    state = torch.load(checkpoint_path(out), weights_only=True)
+    assert state["config"] == asdict(config) and state["experiment"] == "grokking"
+    # a same-shape checkpoint of another seed beside this record: resumed silently before
+    other = tmp_path / "other.npz"
+    train(config.with_overrides(seed=1), progress=False, out=other)
+    checkpoint_path(other).replace(checkpoint_path(out))
+    with pytest.raises(ValueError, match=r"run.ckpt.pt: .*different config \(seed: this run 0"):
+        train(config, progress=False, out=out, resume=True)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda path: path.write_bytes(b"garbage"), "not a readable checkpoint"),
+        (lambda path: path.write_bytes(path.read_bytes()[:100]), "not a readable checkpoint"),
+        (lambda path: torch.save({"step": 3}, path), "not a spectral_lab checkpoint"),
+        (lambda path: _without_config(path), "stores no config"),
+        (lambda path: _other_model(path), "holds another model"),
+    ],
+    ids=["garbage", "truncated", "foreign", "no-config", "other-model"],
+)
+def test_a_bad_checkpoint_is_named_with_the_fix(tmp_path, damage, message):
+    out = tmp_path / "run.npz"
+    config = TINY.with_overrides(steps=10)
+    train(config, progress=False, out=out)
+    damage(checkpoint_path(out))
+    with pytest.raises(ValueError) as error:
+        train(config, progress=False, out=out, resume=True)
+    text = str(error.value)
+    assert message in text and str(checkpoint_path(out)) in text and "\n" not in text
+    assert f"delete {checkpoint_path(out)} to start over, or point --out elsewhere" in text
+
+
+def _without_config(path):
+    state = torch.load(path, weights_only=True)
+    del state["config"]
+    torch.save(state, path)
+
+
+def _other_model(path):
+    state = torch.load(path, weights_only=True)
+    state["model"] = {"weight": torch.zeros(2, 2)}
+    torch.save(state, path)
+
+
+def test_a_record_of_another_experiment_is_refused(tmp_path):
+    out = tmp_path / "run.npz"
+    config = TINY.with_overrides(steps=10)
+    train(config, progress=False, out=out)
+    record = RunRecord.load(out)
+    record.meta["experiment"] = "architectures"
+    record.save(out)
+    with pytest.raises(ValueError, match="holds a run of experiment 'architectures', not 'grok"):
+        train(config, progress=False, out=out, resume=True)
+
+
+def test_a_failed_write_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run.npz"
+    saved = []
+
+    def full_disk(path, write):
+        if saved:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        saved.append(path)
+        return atomic_write(path, write)
+
+    monkeypatch.setattr(training, "atomic_write", full_disk)
+    with pytest.raises(OSError) as error:
+        train(TINY, progress=False, out=out)
+    assert error.value.filename == str(checkpoint_path(out))
+    assert error.value.errno == errno.ENOSPC and "No space left" in str(error.value)
+    assert torch.load(checkpoint_path(out), weights_only=True)["step"] == 10
 
 
 def test_checkpoint_path():

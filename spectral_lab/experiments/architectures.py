@@ -60,6 +60,7 @@ from ..record import RunRecord
 from ..runtime import get_device, progress_bar, seed_everything
 from ..spectra import alignment, diagonal_mean
 from .classifier import batch_order, evaluate_classifier
+from .grokking import check_record, checkpoint_path, load_checkpoint, save_checkpoint, written
 
 __all__ = [
     "EXPERIMENTS",
@@ -103,7 +104,9 @@ class ArchitectureConfig(ExperimentConfig, ABC):
         "eval_every",
         "track_every",
         "top_k",
+        "checkpoint_every",
     )
+    added_fields: ClassVar = ("checkpoint_every",)
     preset: str = "custom"
     width: int = 32
     optimizer: str = "adamw"
@@ -118,6 +121,7 @@ class ArchitectureConfig(ExperimentConfig, ABC):
     data_seed: int = 0
     eval_every: int = 100
     track_every: int = 100
+    checkpoint_every: int = 1000  # when the run writes to a file: record + checkpoint
     top_k: int = 10
     device: str = "auto"
 
@@ -531,6 +535,7 @@ def train_architecture(
     *,
     progress: bool | None = None,
     out: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> ArchitectureRun:
     """Train the config's model with tracked spectra, then measure pruning and alignment.
 
@@ -538,20 +543,37 @@ def train_architecture(
     ``config.batch``, back-propagate, clip, step; every ``eval_every`` steps
     the held-out loss, every ``track_every`` a snapshot of every matrix (with
     the model's ``layer_pairs()``). ``out`` saves the record, whose metadata
-    also carries the history, the pruning losses and the alignment summaries.
+    also carries the history, the pruning losses and the alignment summaries,
+    and a checkpoint beside it (:func:`~spectral_lab.experiments.grokking.checkpoint_path`:
+    model, optimizer, torch's RNG, the batch generator's state, the step and the config) every
+    ``checkpoint_every`` steps and at the end. ``resume=True`` continues from those files; on the
+    CPU the result is identical to a run that was never interrupted.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
     device = get_device(config.device)
     data = (config.make_data() if data is None else data).to(device)
     seed_everything(config.seed)
     model = config.make_model(data).to(device)
     optimizer = config.make_optimizer(model)
-    tracker = config_tracker(model, config)
-    stamp(tracker.record, config, device, model=config.kind)
     generator = torch.Generator().manual_seed(config.data_seed)
-    history = History(("step", "train_loss", "test_loss"))
-    aligned = {"start": alignment_matrices(model, config.top_k)}
-    window: list[float] = []
+    fields = ("step", "train_loss", "test_loss")
+    out = None if out is None else Path(out)
+    if resume:
+        if out is None:
+            raise ValueError("resume=True needs out= (the record to continue)")
+        record, state = _resume(config, out, model, optimizer, device)
+        start = int(state["step"])
+        generator.set_state(state["generator"])
+        window = [float(v) for v in state["window"].tolist()]
+        aligned = {"start": {k: v.numpy() for k, v in state["alignment_start"].items()}}
+        history = History(fields, record.meta.get("history")).until(start)
+        tracker = config_tracker(model, config, record=record)
+    else:
+        start, window = 0, []
+        tracker = config_tracker(model, config)
+        history = History(fields)
+        aligned = {"start": alignment_matrices(model, config.top_k)}
+    record = stamp(tracker.record, config, device, model=config.kind)
 
     def observe(step: int, train_loss: float) -> None:
         test_loss = config.heldout_loss(model, data)
@@ -560,10 +582,25 @@ def train_architecture(
             tracker.step(step, model, force=True, train_loss=train_loss, test_loss=test_loss)
         window.clear()
 
+    def save(step: int) -> None:
+        """Record first, then checkpoint: a record is never older than the checkpoint beside it."""
+        record.meta["history"] = history.lists()
+        written(out, lambda: record.save(out))
+        save_checkpoint(
+            checkpoint_path(out),
+            config,
+            step,
+            model,
+            optimizer,
+            generator=generator.get_state(),
+            window=torch.tensor(window, dtype=torch.float64),
+            alignment_start={k: torch.from_numpy(v) for k, v in aligned["start"].items()},
+        )
+
     model.train()
-    bar = progress_bar(progress, config.steps, 0, desc=f"{config.kind} {config.preset}")
+    bar = progress_bar(progress, config.steps, start, desc=f"{config.kind} {config.preset}")
     try:
-        for step in range(config.steps):
+        for step in range(start, config.steps):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
             loss = config.loss(model, config.batch(data, step, generator))
@@ -578,35 +615,70 @@ def train_architecture(
             if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
                 observe(step + 1, float(np.mean(window)))
             bar.update(1)
+            done = step + 1
+            if out is not None and done < config.steps and done % config.checkpoint_every == 0:
+                save(done)
     finally:
         bar.close()
     aligned["end"] = alignment_matrices(model, config.top_k)
     pruning = config.pruning_losses(model, data)
-    arrays = history.arrays()
-    record = tracker.record
     record.meta.update(
         history=history.lists(),
         pruning=pruning,
         alignment={when: alignment_summary(m, config.top_k) for when, m in aligned.items()},
     )
     if out is not None:
-        record.save(Path(out))
+        save(config.steps)
     return ArchitectureRun(
-        config, model, record, arrays, pruning, aligned, time.perf_counter() - start, data
+        config,
+        model,
+        record,
+        history.arrays(),
+        pruning,
+        aligned,
+        time.perf_counter() - began,
+        data,
     )
+
+
+def _resume(config: ArchitectureConfig, out: Path, model: nn.Module, optimizer, device):
+    """The record at ``out`` cut back to its checkpoint, and the checkpoint (loaded into ``model``
+    and ``optimizer``); refuses files of another kind, config or model."""
+    ckpt = checkpoint_path(out)
+    missing = [str(p) for p in (out, ckpt) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"cannot resume: {' and '.join(missing)} not found; a resumable run leaves both the "
+            f"record and {ckpt.name} beside it. Start the run without resume (or --resume) instead"
+        )
+    record = RunRecord.load(out)
+    check_record(record, config, out, model=config.kind)
+    state = load_checkpoint(ckpt, config, model, optimizer, device)
+    if not {"generator", "window", "alignment_start"} <= set(state):
+        raise ValueError(
+            f"cannot resume from {ckpt}: not an architecture run's checkpoint; delete {ckpt} to "
+            "start over, or point --out elsewhere"
+        )
+    step = int(state["step"])
+    record.truncate(step)
+    expected = step if step == config.steps else step - step % config.track_every
+    if len(record) == 0 or int(record.steps[-1]) != expected:
+        raise ValueError(
+            f"cannot resume {out}: the record ends at step {record.steps[-1:]} but the checkpoint "
+            f"is at step {step}; the two files are from different runs"
+        )
+    return record, state
 
 
 # ---- the command line: python -m spectral_lab run arch_unet --preset full --out runs/unet.npz ---
 def _cli_run(
     config: ArchitectureConfig, out, resume: bool = False, progress: bool | None = None
 ) -> RunRecord:
-    if resume and Path(out).exists():
-        return RunRecord.load(out)  # a finished run: nothing to resume
-    return train_architecture(config, out=out, progress=progress).record
+    return train_architecture(config, out=out, resume=resume, progress=progress).record
 
 
 def _outputs(config: ArchitectureConfig, out) -> list[Path]:
-    return [Path(out)]
+    return [Path(out), checkpoint_path(out)]
 
 
 #: One command-line experiment per kind: ``arch_convnet``, ``arch_lstm``, ...
@@ -616,7 +688,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         _cli_run,
         _outputs,
         ".npz",
-        "the run record (.npz), with pruning losses in its metadata",
+        "the run record (.npz), with pruning losses in its metadata; its checkpoint goes beside it "
+        "(.ckpt.pt)",
     )
     for kind, cls in CONFIGS.items()
 }

@@ -36,7 +36,7 @@ from ..data import ModularData, modular_addition
 from ..files import atomic_write
 from ..models import ModularMLP, ModularTransformer
 from ..pruning import svd_pruning_losses
-from ..record import RunRecord
+from ..record import RunRecord, plain_config
 from ..runtime import get_device, progress_bar, seed_everything
 from ..tracker import SpectralTracker
 from .classifier import loss_and_accuracy
@@ -48,6 +48,9 @@ __all__ = [
     "train",
     "evaluate",
     "checkpoint_path",
+    "save_checkpoint",
+    "load_checkpoint",
+    "check_record",
     "load_or_train",
     "HISTORY_FIELDS",
     "PAPER_WEIGHT_DECAYS",
@@ -285,23 +288,88 @@ def checkpoint_path(out: str | os.PathLike) -> Path:
     return Path(out).with_suffix(".ckpt.pt")
 
 
-def _save_checkpoint(path: Path, step: int, model: nn.Module, optimizer) -> None:
+def save_checkpoint(path: Path, config, step: int, model: nn.Module, optimizer, **extra) -> None:
+    """Write the state a run continues from: ``step``, the config's ``asdict``, model, optimizer,
+    torch's RNG state and ``extra`` (tensors or plain values), atomically. A write error is an
+    ``OSError`` naming ``path``."""
     state = {
         "step": step,
+        "experiment": getattr(config, "experiment", ""),
+        "config": plain_config(config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **extra,
     }
     # an interrupted save leaves the old one whole
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    written(path, lambda: atomic_write(path, lambda handle: torch.save(state, handle)))
 
 
-def _save(out: Path, record: RunRecord, history: History, step: int, model, optimizer) -> None:
+def written(path: Path, save: Callable[[], object]) -> None:
+    """``save()``; an ``OSError`` it raises (a full disk, a read-only folder) names ``path``."""
+    try:
+        save()
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
+
+
+def load_checkpoint(path: Path, config, model: nn.Module, optimizer, device) -> dict:
+    """Load the checkpoint at ``path`` into ``model`` and ``optimizer`` and restore torch's RNG
+    state; returns the checkpoint's dict (its ``"step"`` and any extras).
+
+    Refuses, with ``ValueError`` naming the file and the way out, a file that is not a
+    checkpoint, one without a stored config, and one of another experiment, config or model.
+    """
+    fix = f"delete {path} to start over, or point --out elsewhere"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated, not a zip, a pickle with code, ...: all unreadable
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot resume from {path}: not a readable checkpoint ({reason}); {fix}")
+    if not isinstance(state, dict) or not {"step", "model", "optimizer"} <= set(state):
+        raise ValueError(f"cannot resume from {path}: not a spectral_lab checkpoint; {fix}")
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(
+            f"cannot resume from {path}: it stores no config (written before checkpoints kept "
+            f"one), so it cannot be checked against this run; {fix}"
+        )
+    experiment = getattr(config, "experiment", "")
+    if state.get("experiment") != experiment:
+        raise ValueError(
+            f"cannot resume from {path}: it is a checkpoint of {state.get('experiment')!r}, "
+            f"not {experiment!r}; {fix}"
+        )
+    differences = config.differences(state["config"], ignore=("device",))
+    if differences:
+        listed = "; ".join(
+            f"{k}: this run {a!r}, the checkpoint {b!r}" for k, (a, b) in differences.items()
+        )
+        raise ValueError(
+            f"cannot resume from {path}: it was made with a different config ({listed}); "
+            f"resume with the same preset and overrides, or {fix}"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"cannot resume from {path}: it holds another model ({reason}); {fix}"
+        ) from None
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state
+
+
+def _save(out: Path, record: RunRecord, history: History, step: int, config, model, optimizer):
     """Record first, then checkpoint: a record is never older than the checkpoint beside it."""
     record.meta["history"] = history.lists()
-    record.save(out)
-    _save_checkpoint(checkpoint_path(out), step, model, optimizer)
+    written(out, lambda: record.save(out))
+    save_checkpoint(checkpoint_path(out), config, step, model, optimizer)
 
 
 def _last_due(tracker: SpectralTracker, step: int) -> int | None:
@@ -320,6 +388,24 @@ def _resume(config, out: Path, model: nn.Module, optimizer, device):
             f"record and {ckpt.name} beside it. Start the run without resume (or --resume) instead"
         )
     record = RunRecord.load(out)
+    check_record(record, config, out)
+    state = load_checkpoint(ckpt, config, model, optimizer, device)
+    step = int(state["step"])
+    record.truncate(step)
+    saved = History(HISTORY_FIELDS, record.meta.get("history"))
+    return record, saved.until(step), step
+
+
+def check_record(record: RunRecord, config, out: Path, **meta) -> None:
+    """Refuse, with ``ValueError`` naming ``out``, a record of another experiment (or ``meta``
+    entry, such as an architecture's ``model``) or config."""
+    wanted = {"experiment": getattr(config, "experiment", ""), **meta}
+    for key, value in wanted.items():
+        if record.meta.get(key) != value:
+            raise ValueError(
+                f"cannot resume {out}: it holds a run of {key} {record.meta.get(key)!r}, not "
+                f"{value!r}; choose another --out, or delete {out} to start over"
+            )
     differences = config.differences(record.config, ignore=("device",))
     if differences:
         listed = "; ".join(
@@ -329,16 +415,6 @@ def _resume(config, out: Path, model: nn.Module, optimizer, device):
             f"cannot resume {out}: it was made with a different config ({listed}); "
             "resume with the same preset and overrides, or choose another output path"
         )
-    state = torch.load(ckpt, map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    step = int(state["step"])
-    record.truncate(step)
-    saved = History(HISTORY_FIELDS, record.meta.get("history"))
-    return record, saved.until(step), step
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -411,7 +487,7 @@ def train(
                 scalars.update(pruned_scalars(model, data, config.prune_fraction))
             tracker.step(step, model, force=True, **scalars)
         if out is not None and step > start and (step % config.checkpoint_every == 0 or final):
-            _save(out, record, history, step, model, optimizer)
+            _save(out, record, history, step, config, model, optimizer)
 
     bar = progress_bar(progress, config.steps, start, desc=f"{getattr(config, 'preset', 'run')}")
     try:
