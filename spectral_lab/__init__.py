@@ -36,50 +36,96 @@ Importing the package has no side effects: no device probing, no seeding, no
 change of precision.
 """
 
-from . import curves, experiments, heavy_tail, integrations, plotting, widgets
-from .checkpoints import analyze
-from .data import (
-    ClassificationData,
-    Corpus,
-    ModularData,
-    digits,
-    grammar_corpus,
-    mnist1d,
-    modular_addition,
-)
-from .experiments import EXPERIMENTS
-from .experiments.architectures import ArchitectureRun, train_architecture
-from .experiments.classifier import ClassifierConfig, FitResult, fit
-from .experiments.grokking import GrokkingConfig, TrainResult, evaluate, load_or_train, train
-from .experiments.weight_decay import WeightDecaySweep, load_or_run_sweep, run_weight_decay_sweep
-from .models import (
-    MLP,
-    CNN1d,
-    DigitsCNN,
-    ModularMLP,
-    ModularTransformer,
-    RowLSTM,
-    TinyUNet,
-    TransformerLM,
-)
-from .pruning import magnitude_mask, random_mask_like, svd_prune, svd_pruning_losses, svd_truncate
-from .record import RunRecord
-from .runtime import get_device, run_mode, runs_dir, seed_everything
-from .spectra import (
-    agreement,
-    alignment,
-    diagonal_mean,
-    effective_rank,
-    normalized_effective_rank,
-    singular_values,
-    stable_rank,
-    svd,
-)
-from .sweeps import sweep
-from .tracker import SpectralTracker
+from importlib import import_module
+
 from .version import __version__
-from .views import centre_tap, find_matrices, matrix_view, split_gates, split_heads
-from .widgets import interactive_figure
+
+#: Where each public name lives. Names are imported on first use (PEP 562), so that
+#: ``python -m spectral_lab`` can answer a usage error without importing torch; ``from
+#: spectral_lab import X`` and ``spectral_lab.X`` work as if everything were imported here.
+_WHERE = {
+    "curves": ".curves",
+    "experiments": ".experiments",
+    "heavy_tail": ".heavy_tail",
+    "integrations": ".integrations",
+    "plotting": ".plotting",
+    "widgets": ".widgets",
+    "analyze": ".checkpoints",
+    "ClassificationData": ".data",
+    "Corpus": ".data",
+    "ModularData": ".data",
+    "digits": ".data",
+    "grammar_corpus": ".data",
+    "mnist1d": ".data",
+    "modular_addition": ".data",
+    "EXPERIMENTS": ".experiments",
+    "ArchitectureRun": ".experiments.architectures",
+    "train_architecture": ".experiments.architectures",
+    "ClassifierConfig": ".experiments.classifier",
+    "FitResult": ".experiments.classifier",
+    "fit": ".experiments.classifier",
+    "GrokkingConfig": ".experiments.grokking",
+    "TrainResult": ".experiments.grokking",
+    "evaluate": ".experiments.grokking",
+    "load_or_train": ".experiments.grokking",
+    "train": ".experiments.grokking",
+    "WeightDecaySweep": ".experiments.weight_decay",
+    "load_or_run_sweep": ".experiments.weight_decay",
+    "run_weight_decay_sweep": ".experiments.weight_decay",
+    "MLP": ".models",
+    "CNN1d": ".models",
+    "DigitsCNN": ".models",
+    "ModularMLP": ".models",
+    "ModularTransformer": ".models",
+    "RowLSTM": ".models",
+    "TinyUNet": ".models",
+    "TransformerLM": ".models",
+    "magnitude_mask": ".pruning",
+    "random_mask_like": ".pruning",
+    "svd_prune": ".pruning",
+    "svd_pruning_losses": ".pruning",
+    "svd_truncate": ".pruning",
+    "RunRecord": ".record",
+    "get_device": ".runtime",
+    "run_mode": ".runtime",
+    "runs_dir": ".runtime",
+    "seed_everything": ".runtime",
+    "agreement": ".spectra",
+    "alignment": ".spectra",
+    "diagonal_mean": ".spectra",
+    "effective_rank": ".spectra",
+    "normalized_effective_rank": ".spectra",
+    "singular_values": ".spectra",
+    "stable_rank": ".spectra",
+    "svd": ".spectra",
+    "sweep": ".sweeps",
+    "SpectralTracker": ".tracker",
+    "centre_tap": ".views",
+    "find_matrices": ".views",
+    "matrix_view": ".views",
+    "split_gates": ".views",
+    "split_heads": ".views",
+    "interactive_figure": ".widgets",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        module = import_module(_WHERE[name], __name__)
+        value = module if _WHERE[name] == f".{name}" else getattr(module, name)
+        globals()[name] = value  # once imported, an ordinary attribute
+        return value
+    try:  # a submodule not listed above, e.g. spectral_lab.runtime
+        return import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "__version__",

@@ -324,11 +324,14 @@ def _default_out(args: argparse.Namespace) -> Path:
 @contextlib.contextmanager
 def _claimed_out(args: argparse.Namespace) -> Iterator[Path]:
     """The one place where ``run`` and ``sweep`` take their ``--out``: checked before anything
-    trains, and held until the command ends. An exclusive lock per output belongs here, around
-    the ``yield``, so that it covers the whole run."""
+    trains, and held until the command ends under an exclusive lock (:mod:`spectral_lab.locks`),
+    so a second process on the same output fails at once, naming the first."""
+    from .locks import output_lock
+
     out = _default_out(args)
     _check_out(args, out)
-    yield out
+    with output_lock(out, folder=CATALOGUE[args.experiment].suffix == ""):
+        yield out
 
 
 def _check_out(args: argparse.Namespace, out: Path) -> None:
@@ -668,6 +671,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    except RuntimeError as err:  # another process holds the output: one line, naming it
+        from .locks import OutputLocked
+
+        if not isinstance(err, OutputLocked):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as stop:  # before a run began: nothing was written
         print(f"\n{_stopped_by(stop)} before the run began; nothing was written", file=sys.stderr)
         return _interrupted_status(stop)
