@@ -40,7 +40,9 @@ def test_alignment_and_agreement_diagonals(record):
     fig = plotting.plot_alignment(record, k=3)
     assert len(fig.axes[0].lines) == 3
     fig = plotting.plot_agreement(record, "2", k=4)
-    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata()[-1], 1.0, atol=1e-5)
+    # a vector's agreement with itself, at the record's storage precision (int16 vectors, each
+    # entry within max|v| / 32767: agreement within about 3e-5 of the exact value)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata()[-1], 1.0, atol=1e-4)
 
 
 def test_layer_colours_are_stable_and_distinct():
