@@ -47,10 +47,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .record import RunRecord
-from .runtime import get_device
+from .runtime import get_device, progress_bar
 from .tracker import SpectralTracker
 from .views import LayerSelector, find_matrices
 
@@ -326,12 +326,6 @@ def _ordered(checkpoints: list[Checkpoint], allow_pickle: bool) -> list[Checkpoi
     return resolved
 
 
-def _quiet(progress: bool | None) -> bool | None:
-    if progress is None:  # on a terminal only, never under CI (tqdm's disable=None)
-        return True if os.environ.get("CI") else None
-    return not progress
-
-
 def analyze(
     source,
     *,
@@ -392,8 +386,10 @@ def analyze(
     meta["checkpoints"] = [[c.step, c.name] for c in checkpoints]
     meta["skipped"] = []
     saved_at = time.monotonic()
-    bar = tqdm(checkpoints, desc="analyze", unit="ckpt", disable=_quiet(progress))
-    for checkpoint in bar:
+    # the same bar as the training loops': text on a terminal, none in a notebook or under CI
+    bar = progress_bar(progress, len(checkpoints), 0, "analyze")
+    for checkpoint in checkpoints:
+        bar.update(1)
         if checkpoint.step in done:
             continue
         bar.set_postfix_str(checkpoint.name)
@@ -423,6 +419,7 @@ def analyze(
         if out is not None and time.monotonic() - saved_at > _SAVE_EVERY_SECONDS:
             _finish(tracker, out, meta)
             saved_at = time.monotonic()
+    bar.close()
     if tracker is None:
         if record is not None:
             return record
