@@ -219,8 +219,25 @@ def test_every_number_in_the_prose_is_glued(chapter):
     unglued = book_sources.unglued_numbers(ROOT / "book" / f"{chapter}.ipynb")
     assert not unglued, (
         f"{chapter}: {len(unglued)} numbers typed into the prose, not glued from the run "
-        f"(book/contributing.md; constants go in tools/book_sources.py CONSTANTS): {unglued}"
+        "(book/contributing.md; a chapter's settings go in its metadata.spectral_lab.constants): "
+        f"{unglued}"
     )
+
+
+def test_a_chapter_declares_its_constants_in_its_own_metadata(tmp_path):
+    cell = {
+        "cell_type": "markdown",
+        "metadata": {},
+        "source": ["p = 113 and 0.3 of the pairs; 0.97"],
+    }
+    notebook = {"cells": [cell], "metadata": {"spectral_lab": {"constants": ["113", "0.3"]}}}
+    chapter = tmp_path / "chapter.ipynb"
+    chapter.write_text(json.dumps(notebook))
+    assert book_sources.unglued_numbers(chapter) == ["0.97"]  # a measurement still needs glue
+    notebook["metadata"]["spectral_lab"]["constants"] = [113]
+    chapter.write_text(json.dumps(notebook))
+    with pytest.raises(ValueError, match="list of strings"):
+        book_sources.unglued_numbers(chapter)
 
 
 # ---- exercises, solutions and the student edition (issue 15 §5) -----------------------------

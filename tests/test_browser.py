@@ -119,9 +119,10 @@ def _image_bytes(page: str, src: str, html_root: Path = HTML) -> bytes | None:
     return candidate.read_bytes() if candidate.is_file() else None
 
 
-def figure_problems(browser, page: str) -> list[str]:
+def figure_problems(browser, page: str, html_root: Path = HTML) -> list[str]:
     """What keeps the figures of the open page from reading well in the column: missing or
-    file-name alt text, no numbered caption, text under MIN_TEXT_PX, a chapter without figures."""
+    file-name alt text, no numbered caption, text under MIN_TEXT_PX, a chapter without figures.
+    ``html_root``: the build the page was served from (``tools/check_chapter.py`` builds one)."""
     images = browser.execute_script(
         "return [...document.querySelectorAll('article.bd-article img')].map(i => ({"
         "src: i.currentSrc || i.src, alt: i.getAttribute('alt') || '',"
@@ -138,7 +139,7 @@ def figure_problems(browser, page: str) -> list[str]:
             problems.append(f"{name}: no alt text describing it (alt={alt!r})")
         if not re.match(r"(Fig\.|Figure) \d", image["caption"].strip()):
             problems.append(f"{name}: no numbered caption")
-        png = _image_bytes(page, image["src"])
+        png = _image_bytes(page, image["src"], html_root)
         if png is None or not png.startswith(b"\x89PNG"):
             continue
         try:
@@ -151,9 +152,9 @@ def figure_problems(browser, page: str) -> list[str]:
     return problems
 
 
-def maths_problems(browser, page: str) -> list[str]:
+def maths_problems(browser, page: str, html_root: Path = HTML) -> list[str]:
     """A page with maths must show it typeset by the MathJax of the build (no raw TeX)."""
-    source = (HTML / f"{page}.html").read_text(encoding="utf-8")
+    source = (html_root / f"{page}.html").read_text(encoding="utf-8")
     if 'class="math' not in source:
         return []
     problems = []

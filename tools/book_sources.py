@@ -8,8 +8,9 @@ A number in the prose must come from the run on the page: glued with myst-nb
 text), so that it changes when the run does. Allowed without glue: integers up to 10
 (counts, chapter and exercise numbers), years, and each chapter's constants, the settings the
 chapter chooses rather than measures (the modulus p, widths, seeds, step counts, thresholds),
-listed in ``CONSTANTS`` below. Maths, code, roles (glue, cite, ref, ...), links and comments
-are not prose and are never checked.
+declared in the notebook's own metadata (``"spectral_lab": {"constants": ["113", "1,500"]}``;
+``CONSTANTS`` below holds those shared by every chapter). Maths, code, roles (glue, cite, ref,
+...), links and comments are not prose and are never checked.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Numbers a chapter may write without glue: the constants it sets (not results of its runs).
-# A chapter converter adds a constant here when the prose names a setting, never a measurement.
+# Numbers every chapter may write without glue. A chapter's own constants (the settings it sets,
+# never what it measures) sit in its notebook metadata, so that converting a chapter touches only
+# that chapter's file: see chapter_constants.
 CONSTANTS: dict[str, set[str]] = {
     "*": set(),
 }
@@ -89,9 +91,24 @@ def markdown_cells(path: Path) -> list[str]:
     return [path.read_text()]
 
 
+def chapter_constants(path: Path) -> set[str]:
+    """The numbers a chapter declares as its settings: ``metadata.spectral_lab.constants`` of
+    its notebook, each written as the prose writes it ("1,500", "0.3")."""
+    if path.suffix != ".ipynb":
+        return set()
+    metadata = json.loads(path.read_text()).get("metadata", {}).get("spectral_lab", {})
+    constants = metadata.get("constants", [])
+    if not isinstance(constants, list) or not all(isinstance(c, str) for c in constants):
+        raise ValueError(
+            f"{path.name}: metadata.spectral_lab.constants must be a list of strings, as the "
+            f'prose writes the numbers (e.g. ["113", "1,500"]), not {constants!r}'
+        )
+    return set(constants)
+
+
 def unglued_numbers(path: Path) -> list[str]:
     """The numbers in a chapter's prose that are neither glued nor allowed (module docstring)."""
-    constants = CONSTANTS["*"] | CONSTANTS.get(path.stem, set())
+    constants = CONSTANTS["*"] | CONSTANTS.get(path.stem, set()) | chapter_constants(path)
     found = []
     for cell in markdown_cells(path):
         found.extend(n for n in numbers_in_prose(cell) if needs_glue(n, constants))
