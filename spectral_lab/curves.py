@@ -10,7 +10,8 @@ puts one row per run in a table (:func:`sweep_summary`).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import math
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -24,6 +25,8 @@ __all__ = [
     "mean_norm_eff_rank",
     "final_norm_eff_rank",
     "total_weight_norm",
+    "RankFallPhases",
+    "rank_fall_phases",
 ]
 
 
@@ -93,3 +96,85 @@ def final_norm_eff_rank(record: RunRecord) -> dict[str, float]:
 def total_weight_norm(record: RunRecord) -> np.ndarray:
     """``sqrt(sum_l ||W_l||_F^2)`` over all tracked matrices at each snapshot, ``(T,)``."""
     return np.sqrt((record.fro_norm() ** 2).sum(axis=1))
+
+
+class RankFallPhases(NamedTuple):
+    """How the mean NormEffRank falls around the validation jump (:func:`rank_fall_phases`).
+
+    ``fit``: the step the training accuracy first reaches its threshold. ``jump``: the window
+    (start, end steps) after ``fit`` over which the validation accuracy rises most. ``rest``: the
+    window between ``fit`` and the jump over which the rank falls least, ``None`` when the jump
+    follows the fit too closely to fit one between. ``rate``: the rank's fall per 1,000 steps,
+    ``fitting`` the fastest window before the rest (or the jump), ``rest`` and ``jump`` over those
+    windows (a rise counts negative).
+    """
+
+    fit: int
+    jump: tuple[int, int]
+    rest: tuple[int, int] | None
+    rate: dict[str, float]
+
+    @property
+    def two_phase(self) -> bool:
+        """The rank falls while the training set is fitted, rests, and falls again during the
+        validation jump: the rest's rate is under a third of the rates before and during the
+        jump."""
+        if self.rest is None:
+            return False
+        slowest = min(self.rate["fitting"], self.rate["jump"])
+        return slowest > 0 and self.rate["rest"] < slowest / 3
+
+    @property
+    def falls_during_jump(self) -> bool:
+        """The rank falls while the validation accuracy rises most."""
+        return self.rate["jump"] > 0
+
+
+def rank_fall_phases(
+    record: RunRecord,
+    window: int = 6,
+    fit_threshold: float = 0.99,
+    layers: Iterable[str] | None = None,
+) -> RankFallPhases:
+    """Where the mean NormEffRank falls: while the training set is fitted, during the validation
+    jump, and whether it rests between (see :class:`RankFallPhases`).
+
+    When generalisation comes late, the rank can fall in two phases: while the training set is
+    fitted, then, after a rest, again while the validation accuracy jumps; the step at which the
+    rank is half way down (:func:`rank_drop_step`) then falls in the first phase, far from the
+    jump. Windows span ``window`` snapshot intervals. Needs ``train_acc`` and ``val_acc`` in the
+    record; raises ``ValueError`` if the run never fits its training set or is too short after
+    the fit for one window.
+    """
+    steps = record.steps
+    rank = mean_norm_eff_rank(record, layers)
+    _, val = curve(record, "val_acc")
+    fit = time_to_generalize(record, fit_threshold, metric="train_acc")
+    if math.isnan(fit):
+        raise ValueError(f"the run never reaches training accuracy {fit_threshold:g}")
+    first = int(np.searchsorted(steps, fit))
+    starts = np.arange(first, steps.size - window)
+    if not starts.size:
+        raise ValueError(
+            f"the record has fewer than {window} snapshot intervals after the fit at step "
+            f"{int(fit)}: pass a smaller window"
+        )
+
+    def rate(a: int, b: int) -> float:
+        return 1000 * float(rank[a] - rank[b]) / float(steps[b] - steps[a])
+
+    jump = int(starts[np.argmax(val[starts + window] - val[starts])])
+    between = np.arange(first, jump - window + 1)
+    rest = int(between[np.argmin([rate(a, a + window) for a in between])]) if between.size else None
+    before = np.arange(0, (rest if rest is not None else jump) - window + 1)
+    fitting = max((rate(a, a + window) for a in before), default=rate(0, first))
+    rates = {
+        "fitting": fitting,
+        "rest": float("nan") if rest is None else rate(rest, rest + window),
+        "jump": rate(jump, jump + window),
+    }
+
+    def span(a: int) -> tuple[int, int]:
+        return int(steps[a]), int(steps[a + window])
+
+    return RankFallPhases(int(fit), span(jump), None if rest is None else span(rest), rates)

@@ -9,6 +9,7 @@ from spectral_lab.curves import (
     halfway_step,
     mean_norm_eff_rank,
     rank_drop_step,
+    rank_fall_phases,
     time_to_generalize,
     total_weight_norm,
 )
@@ -90,3 +91,38 @@ def test_sweep_summary_columns():
     np.testing.assert_allclose(summary["val_loss_svd_top"], [1.0, 1.5])
     with pytest.raises(ValueError, match="at least one"):
         sweep_summary([])
+
+
+def phase_record(rank, train_acc, val_acc) -> RunRecord:
+    record = RunRecord({"a": (4, 4)}, top_k=1, config={})
+    for i, (r, fit, val) in enumerate(zip(rank, train_acc, val_acc)):
+        layers = {"a": {"norm_eff_rank": np.float32(r), "fro_norm": np.float32(1.0)}}
+        record.append(100 * i, layers, scalars={"train_acc": fit, "val_acc": val})
+    return record
+
+
+def test_rank_fall_phases_finds_two_phases_with_a_rest_between():
+    # the rank falls 1.0 -> 0.7 while fitting (by step 200), rests to step 500, falls
+    # 0.7 -> 0.3 while the validation accuracy jumps (500 -> 700)
+    rank = [1.0, 0.85, 0.7, 0.69, 0.69, 0.68, 0.5, 0.32, 0.3]
+    train = [0.1, 0.6, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    val = [0.0, 0.0, 0.02, 0.02, 0.03, 0.2, 0.6, 0.99, 1.0]
+    phases = rank_fall_phases(phase_record(rank, train, val), window=2)
+    assert phases.fit == 200 and phases.jump == (500, 700) and phases.rest == (200, 400)
+    assert phases.rate["fitting"] == pytest.approx(1000 * 0.3 / 200, rel=1e-5)
+    assert phases.rate["rest"] == pytest.approx(1000 * 0.01 / 200, rel=1e-4)
+    assert phases.rate["jump"] == pytest.approx(1000 * 0.36 / 200, rel=1e-5)
+    assert phases.two_phase and phases.falls_during_jump
+
+
+def test_rank_fall_phases_one_phase_when_the_rank_falls_through_the_jump():
+    rank = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    train = [0.1, 0.6, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    val = [0.0, 0.1, 0.2, 0.3, 0.5, 0.95, 1.0, 1.0]
+    phases = rank_fall_phases(phase_record(rank, train, val), window=2)
+    assert phases.fit == 200 and phases.jump == (300, 500)
+    assert phases.rest is None and not phases.two_phase and phases.falls_during_jump
+    with pytest.raises(ValueError, match="never reaches training accuracy"):
+        rank_fall_phases(phase_record(rank, [0.1] * 8, val), window=2)
+    with pytest.raises(ValueError, match="smaller window"):
+        rank_fall_phases(phase_record(rank, train, val), window=6)
