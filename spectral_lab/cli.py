@@ -222,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the book's experiments and write run records.",
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,sweep,list,analyze}"
+        dest="command", required=True, metavar="{run,sweep,list,analyze,records}"
     )
     run = commands.add_parser("run", help="train an experiment and write its record")
     run.add_argument("experiment", choices=sorted(CATALOGUE), help="which experiment")
@@ -258,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("list", help="list the experiments, their presets and settings")
     _add_analyze(commands)
+    _add_records(commands)
     return parser
 
 
@@ -655,6 +656,69 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_records(commands) -> None:
+    records = commands.add_parser(
+        "records",
+        help="the run records shipped with the book: list, check or regenerate them",
+        description="The other seeds the chapters show (spectral_lab.experiments.shipped): "
+        "`list` them, `check` each against its manifest entry and the code (first steps trained "
+        "again), or `regenerate` them.",
+    )
+    records.add_argument("action", choices=("list", "check", "regenerate"))
+    records.add_argument("names", nargs="*", help="shipments (default: all)")
+    records.add_argument("--seeds", help="a range or list, e.g. 1-4 or 1,3 (default: all)")
+
+
+def _seed_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    seeds = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            seeds.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise UsageError(f"--seeds expects a range or list such as 1-4 or 1,3; got {text!r}")
+    return seeds
+
+
+def _records(args: argparse.Namespace) -> int:
+    from .experiments import shipped
+    from .runtime import use_thread_policy
+
+    use_thread_policy()  # the chapters' policy, so a record is the run a chapter would train
+
+    names = args.names or list(shipped.SHIPMENTS)
+    unknown = [n for n in names if n not in shipped.SHIPMENTS]
+    if unknown:
+        raise UsageError(f"no shipment {unknown}; the book ships {', '.join(shipped.SHIPMENTS)}")
+    seeds = _seed_list(args.seeds)
+    failed = 0
+    for name in names:
+        chosen = shipped.SHIPMENTS[name].seeds if seeds is None else seeds
+        if args.action != "regenerate" and name in shipped.PAPER_SHIPMENTS:
+            chosen = [s for s in chosen if s in shipped.available(name)]
+            if not chosen:
+                print(f"{name}: not trained yet (paper scale, on a GPU: tools/gpu_check.py)")
+                continue
+        try:
+            if args.action == "regenerate":
+                shipped.regenerate(name, chosen)
+            elif args.action == "list":
+                print(f"{name}: {shipped.describe(name)}")
+            else:
+                shipped.load(name, chosen)  # manifest, sha256, config
+                problem = shipped.prefix_mismatch(name, chosen[0])
+                print(f"{name}: {problem or 'matches the code'}")
+                failed += problem is not None
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        except shipped.ShippedRecordError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m spectral_lab``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -667,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _sweep(args, argv)
             if args.command == "analyze":
                 return _analyze(args)
+            if args.command == "records":
+                return _records(args)
             return _run(args, argv)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)

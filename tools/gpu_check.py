@@ -1,0 +1,304 @@
+"""The paper-scale check on one GPU, as one prepared script (issue 19).
+
+    python tools/gpu_check.py [--out DIR] [--budget SECONDS] [--smoke]
+
+A lent GPU comes with minutes, not hours, so everything it should do is one call. In order of
+value, within ``--budget`` seconds of wall time (default 540, nine minutes):
+
+1. the ``gpu``-marked tests (``pytest -m gpu``);
+2. the paper-scale runs of :data:`spectral_lab.experiments.shipped.PAPER_SHIPMENTS`: the grokking
+   chapter's three rows (p=113, 30 % data, 40k steps, wd 1; wd 0; 90 % data wd 0), then the
+   weight-decay sweep's other values. Each run is its own process and they run side by side: a
+   step of these small models is a few hundred kernel launches, so one run leaves the GPU mostly
+   idle and the CPU cores that launch kernels are what limits. Every record is written in the
+   shipped-records format (``OUT/records/`` with its manifest: scale, device, seed, config,
+   versions, sha256), ready to be copied into ``records/``;
+3. ``benchmarks/tracking.py`` on the same device, with the time that is left.
+
+Before anything starts, each run's time is estimated (:func:`estimate`) from the floating-point
+operations of one training step (counted by ``torch.utils.flop_counter``) and its kernel count
+(torch's profiler, one launch per operator), with a step measured on the CPU for comparison;
+a run whose estimate does not fit the time left is not started. A run still going at its
+deadline is stopped (SIGTERM, then SIGKILL) and reported as unfinished; what finished is kept.
+The summary (``OUT/summary.json`` and ``OUT/summary.md``): wall time of every job, steps to
+99 % validation accuracy, record sizes, the benchmark's output.
+
+``--smoke`` runs the same script on the CPU at a tiny scale (quick presets cut to 30 steps, the
+benchmark's quick mode on two sections) in under a minute; ``tests/test_gpu_check.py`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+#: Assumptions of the GPU estimate (an H200): the fraction of its 67 TFLOP/s of float32 that
+#: these small matrix products reach, and the cost of one kernel launch from Python.
+GPU_FLOPS = 67e12 * 0.2
+LAUNCH_SECONDS = 12e-6
+SMOKE_STEPS = 30
+
+
+def shipments(smoke: bool) -> dict:
+    """The runs in order of value; at smoke scale the first three, cut to quick presets."""
+    from spectral_lab.experiments import shipped
+
+    chosen = dict(shipped.PAPER_SHIPMENTS)
+    if smoke:
+        quick = {"full": "quick", "full_no_wd": "quick_no_wd", "full_more_data": "quick_more_data"}
+        chosen = {
+            name: dataclasses.replace(
+                shipment,
+                preset=quick[shipment.preset],
+                settings={**shipment.settings, "steps": SMOKE_STEPS},
+            )
+            for name, shipment in list(chosen.items())[:3]
+        }
+    return chosen
+
+
+def estimate(shipment, device: str = "cpu") -> dict:
+    """Seconds of one run on the GPU, estimated from one training step measured here: its
+    floating-point operations (at :data:`GPU_FLOPS`) or its kernel launches (at
+    :data:`LAUNCH_SECONDS` each), whichever is slower, times the steps, plus one snapshot (seven
+    small SVDs) per ``track_every`` steps at 100 launches each."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = shipment.config(0).with_overrides(device=device)
+    torch.manual_seed(0)
+    model = config.make_model()
+    data = config.make_data()
+    optimizer = config.make_optimizer(model)
+
+    def step():
+        loss = F.cross_entropy(model(data.train_x), data.train_y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops() * 1.1  # AdamW's elementwise work, not counted
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        step()
+    launches = sum(1 for event in profile.events() if event.name.startswith("aten::"))
+    started = time.perf_counter()
+    step()
+    cpu_step = time.perf_counter() - started
+    gpu_step = max(flops / GPU_FLOPS, launches * LAUNCH_SECONDS)
+    snapshots = config.steps // config.track_every + 1
+    seconds = config.steps * gpu_step + snapshots * 100 * LAUNCH_SECONDS * 7
+    return {
+        "flops_per_step": flops,
+        "launches_per_step": launches,
+        "cpu_step_s": cpu_step,
+        "gpu_step_s": gpu_step,
+        "steps": config.steps,
+        "estimated_s": seconds,
+        "cpu_estimated_s": config.steps * cpu_step,
+    }
+
+
+def run_job(name: str, smoke: bool, records: Path) -> int:
+    """One run in this process (``--job NAME``): train, write the record and its manifest entry."""
+    from spectral_lab.experiments import shipped
+    from spectral_lab.runtime import use_thread_policy
+
+    use_thread_policy()
+    shipment = shipments(smoke)[name]
+    shipped.SHIPMENTS[name] = shipment  # the smoke variants are not in the package's list
+    shipped.regenerate(name, [0], records=records, progress=True)
+    return 0
+
+
+class Clock:
+    def __init__(self, budget: float):
+        self.start = time.monotonic()
+        self.budget = budget
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.start)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (the training loops stop between steps), then SIGKILL after 20 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_command(command: list[str], timeout: float, log: Path, env: dict) -> dict:
+    started = time.monotonic()
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        try:
+            process.wait(max(timeout, 1))
+            finished = True
+        except subprocess.TimeoutExpired:
+            stop(process)
+            finished = False
+    return {
+        "command": " ".join(command),
+        "returncode": process.returncode,
+        "finished": finished,
+        "wall_s": round(time.monotonic() - started, 1),
+        "log": log.name,
+    }
+
+
+def paper_runs(smoke: bool, out: Path, clock: Clock, reserve: float, env: dict) -> list[dict]:
+    """Start every run whose estimate fits, side by side; stop what is still going at the
+    deadline (``reserve`` seconds before the budget ends, kept for the benchmark)."""
+    started, results = {}, []
+    for name, shipment in shipments(smoke).items():
+        guess = estimate(shipment)
+        deadline = clock.left() - reserve
+        entry = {"job": name, "estimate": guess}
+        if guess["estimated_s"] * 1.5 > deadline and not smoke:
+            entry.update(
+                started=False, why=f"estimated {guess['estimated_s']:.0f} s > {deadline:.0f} s left"
+            )
+            results.append(entry)
+            continue
+        log = out / f"{name}.log"
+        command = [sys.executable, str(Path(__file__).resolve()), "--job", name, "--out", str(out)]
+        command += ["--smoke"] if smoke else []
+        handle = open(log, "w")  # the config's device "auto": the GPU there, the CPU in --smoke
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        started[name] = (process, handle, time.monotonic(), entry)
+        print(f"started {name}: estimated {guess['estimated_s']:.0f} s on the GPU "
+              f"({guess['cpu_step_s']:.3f} s a step on this CPU)")  # fmt: skip
+    for name, (process, handle, t0, entry) in started.items():
+        try:
+            process.wait(max(clock.left() - reserve, 1))
+        except subprocess.TimeoutExpired:
+            stop(process)
+        handle.close()
+        entry.update(
+            started=True,
+            finished=process.returncode == 0,
+            returncode=process.returncode,
+            wall_s=round(time.monotonic() - t0, 1),
+        )
+        results.append(entry)
+    return results
+
+
+def describe_records(records: Path) -> list[dict]:
+    """Per record: steps to 99 % validation accuracy, final accuracies, size."""
+    from spectral_lab import curves
+    from spectral_lab.experiments import shipped
+    from spectral_lab.record import RunRecord
+
+    rows = []
+    for file, entry in shipped.read_manifest(records)["records"].items():
+        record = RunRecord.load(records / file)
+        to_99 = curves.time_to_generalize(record, 0.99)
+        rows.append({
+            "record": file,
+            "device": entry["device"],
+            "train_seconds": entry["train_seconds"],
+            "steps_to_99_val_acc": None if math.isnan(to_99) else int(to_99),
+            "final_val_acc": float(record.scalars["val_acc"][-1]),
+            "final_train_acc": float(record.scalars["train_acc"][-1]),
+            "bytes": entry["bytes"],
+        })  # fmt: skip
+    return rows
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [
+        f"# GPU check ({summary['device']}, "
+        f"{summary['wall_s']:.0f} s of {summary['budget_s']:.0f} s)",
+        "",
+    ]
+    lines += ["| job | started | finished | wall s | estimated s |", "|---|---|---|---|---|"]
+    for job in summary["jobs"]:
+        guess = job.get("estimate", {}).get("estimated_s")
+        lines.append(
+            f"| {job['job']} | {job.get('started', True)} | {job.get('finished')} | "
+            f"{job.get('wall_s', '')} | {'' if guess is None else f'{guess:.0f}'} |"
+        )
+    lines += ["", "| record | device | train s | steps to 99 % val acc | final val acc | bytes |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for row in summary["records"]:
+        lines.append(
+            f"| {row['record']} | {row['device']} | {row['train_seconds']} | "
+            f"{row['steps_to_99_val_acc']} | {row['final_val_acc']:.3f} | {row['bytes']:,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "_build" / "gpu_check"))
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds of wall time")
+    parser.add_argument("--smoke", action="store_true", help="the CPU, tiny scale, < 1 minute")
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # one run, started by this script
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    records = out / "records"
+    if args.job:
+        return run_job(args.job, args.smoke, records)
+    clock = Clock(args.budget)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device here: run on the GPU machine, or --smoke on the CPU")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPECTRAL_LAB_RECORDS": str(records)}
+    jobs = []
+    tests = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:randomly"]
+    tests += ["tests/test_spectra.py", "tests/test_tracker.py"] if args.smoke else []
+    jobs.append(
+        {"job": "gpu tests", **run_command(tests, min(90, clock.left()), out / "tests.log", env)}
+    )
+    reserve = 20 if args.smoke else 150  # seconds kept for the benchmark
+    jobs += paper_runs(args.smoke, out, clock, reserve, env)
+    bench = [sys.executable, str(ROOT / "benchmarks" / "tracking.py")]
+    bench += ["--device", "cpu" if args.smoke else "cuda"]
+    bench += ["--quick", "--skip", "a,c,d,e,f"] if args.smoke else ["--skip", "f"]
+    jobs.append(
+        {
+            "job": "tracking benchmark",
+            **run_command(bench, clock.left() - 5, out / "benchmark.log", env),
+        }
+    )
+    summary = {
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available() and not args.smoke
+        else "cpu",
+        "smoke": args.smoke,
+        "budget_s": args.budget,
+        "wall_s": round(time.monotonic() - clock.start, 1),
+        "jobs": jobs,
+        "records": describe_records(records) if (records / "manifest.json").exists() else [],
+        "benchmark": (out / "benchmark.log").read_text()[-6000:],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "summary.md").write_text(summary_markdown(summary))
+    print(summary_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
