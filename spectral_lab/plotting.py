@@ -53,6 +53,7 @@ __all__ = [
     "plot_agreement",
     "plot_spectra",
     "plot_heatmaps",
+    "plot_seeds",
 ]
 
 COLUMN_INCHES = 7.5  # the content column at 1366 px (about 757 px) at 100 dpi
@@ -330,6 +331,21 @@ def log_axis(ax, values: np.ndarray, axis: str = "y") -> None:
     target.set_major_locator(locator)
     target.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(mpl.ticker.NullFormatter())
+
+
+@_styled
+def plot_seeds(ax, runs: dict, color=None, label: str | None = None, emphasis: int = 0) -> None:
+    """One curve per seed: ``runs`` maps a seed to ``(x, y)``. The seed ``emphasis`` (the run the
+    chapter trains in place) is drawn thick and labelled; the others thin and translucent, so the
+    spread shows without hiding the run the text describes."""
+    if emphasis not in runs:
+        raise ValueError(f"no run of seed {emphasis} to emphasise; the seeds are {sorted(runs)}")
+    color = color if color is not None else ax._get_lines.get_next_color()
+    for seed, (x, y) in sorted(runs.items()):
+        if seed != emphasis:
+            ax.plot(x, y, color=color, lw=0.9, alpha=0.45)
+    x, y = runs[emphasis]
+    ax.plot(x, y, color=color, lw=2.2, label=label)
 
 
 _log_axis = log_axis  # the name the chapters' helpers used before it was public

@@ -47,7 +47,7 @@ def test_the_smoke_run_does_every_job_and_writes_shipped_records(smoke):
 def test_a_runs_gpu_time_is_estimated_from_its_flops_and_kernel_launches():
     shipment = gpu_check.shipments(smoke=True)["grokking-full"]
     guess = gpu_check.estimate(shipment)
-    assert guess["flops_per_step"] > 1e6 and guess["launches_per_step"] > 50
+    assert guess["flops_per_step"] > 1e6 and 50 < guess["launches_per_step"] < 2000
     step = max(guess["flops_per_step"] / gpu_check.GPU_FLOPS,
                guess["launches_per_step"] * gpu_check.LAUNCH_SECONDS)  # fmt: skip
     assert guess["gpu_step_s"] == step

@@ -199,3 +199,16 @@ def test_the_inline_backend_and_savefig_record_text_size_too():
     buffer = __import__("io").BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     assert plotting.png_text(buffer.getvalue())[plotting.DPI_KEY] == "80"
+
+
+def test_plot_seeds_emphasises_one_run_and_thins_the_others():
+    fig, axes = plotting.new_figure(1, 1)
+    ax = np.ravel(axes)[0]
+    runs = {seed: (np.arange(5), np.arange(5) * (seed + 1)) for seed in range(3)}
+    plotting.plot_seeds(ax, runs, color="C1", label="wd 1")
+    widths = sorted(line.get_linewidth() for line in ax.lines)
+    assert widths == [0.9, 0.9, 2.2]
+    thick = max(ax.lines, key=lambda line: line.get_linewidth())
+    assert thick.get_label() == "wd 1" and list(thick.get_ydata()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="no run of seed 7"):
+        plotting.plot_seeds(ax, runs, emphasis=7)
