@@ -609,8 +609,8 @@ def plot_heatmaps(
             M, cmap="magma", vmin=vmin, vmax=vmax, extent=(0.5, cols + 0.5, rows + 0.5, 0.5)
         )
         ax.grid(False)
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        for axis in (ax.xaxis, ax.yaxis):  # at most 5 labels: a narrow panel has room for no more
+            axis.set_major_locator(mpl.ticker.MaxNLocator(5, integer=True))
         ax.set_title(name)
         ax.set_xlabel(xlabel)
     for row in axes:

@@ -14,8 +14,8 @@ In Jupyter the cell shows the controls above the figure, which is redrawn
 whenever a control changes. In static mode (the built book, nbval, a plain
 script) there is no kernel to redraw anything, so the cell shows small
 multiples instead: one picture with the figure at 2-4 settings side by side,
-each labelled with its values, and one line saying what the live version
-controls. The settings vary the first control (a slider at its minimum, default
+each labelled with its values, and one printed line saying what the live
+version controls. The settings vary the first control (a slider at its minimum, default
 and maximum; the first three options of a menu; a checkbox both ways) unless
 ``static_settings=[{...}, ...]`` names them. Each setting is drawn at its share
 of the column (:func:`spectral_lab.plotting.column_fraction`), so its text stays
@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import textwrap
 import traceback
 from numbers import Real
 from typing import Callable
@@ -360,7 +361,10 @@ class InteractiveFigure:
         display(
             data, metadata={"image/png": {"width": width // 2, "height": height // 2}}, raw=True
         )
-        display({"text/markdown": self.controls_line, "text/plain": self.controls_line}, raw=True)
+        # The line is printed, not displayed: the book wraps every display output of a cell in
+        # the cell's figure (its caption and cross-reference name), and the line is no part of
+        # the picture. Wrapped, so that it never scrolls sideways on the page.
+        print(textwrap.fill(self.controls_line.replace("`", ""), width=80))
 
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={value!r}" for name, value in self.values.items())
