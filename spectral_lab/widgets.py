@@ -14,8 +14,8 @@ In Jupyter the cell shows the controls above the figure, which is redrawn
 whenever a control changes. In static mode (the built book, nbval, a plain
 script) there is no kernel to redraw anything, so the cell shows small
 multiples instead: one picture with the figure at 2-4 settings side by side,
-each labelled with its values, and one line saying what the live version
-controls. The settings vary the first control (a slider at its minimum, default
+each labelled with its values, and one printed line saying what the live
+version controls. The settings vary the first control (a slider at its minimum, default
 and maximum; the first three options of a menu; a checkbox both ways) unless
 ``static_settings=[{...}, ...]`` names them. Each setting is drawn at its share
 of the column (:func:`spectral_lab.plotting.column_fraction`), so its text stays
@@ -223,11 +223,11 @@ def _controls_line(specs: dict) -> str:
     parts = []
     for name, spec in specs.items():
         if isinstance(spec, tuple):
-            parts.append(f"`{name}` ({_describe(spec[0])} to {_describe(spec[1])})")
+            parts.append(f"{name} ({_describe(spec[0])} to {_describe(spec[1])})")
         elif isinstance(spec, list):
-            parts.append(f"`{name}` (a menu)")
+            parts.append(f"{name} (a menu)")
         else:
-            parts.append(f"`{name}`")
+            parts.append(name)
     return (
         "Shown at a few settings. Run this chapter in Jupyter (the launch button at the top) "
         "to change " + ", ".join(parts) + " and watch the figure redraw."
@@ -360,7 +360,9 @@ class InteractiveFigure:
         display(
             data, metadata={"image/png": {"width": width // 2, "height": height // 2}}, raw=True
         )
-        display({"text/markdown": self.controls_line, "text/plain": self.controls_line}, raw=True)
+        # printed, not displayed: a book cell's figure caption and name (myst-nb) wrap every
+        # displayed output, so a second display would become a second, duplicate figure
+        print(self.controls_line)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={value!r}" for name, value in self.values.items())
