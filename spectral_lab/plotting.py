@@ -593,8 +593,8 @@ def plot_heatmaps(
             M, cmap="magma", vmin=vmin, vmax=vmax, extent=(0.5, cols + 0.5, rows + 0.5, 0.5)
         )
         ax.grid(False)
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        for axis in (ax.xaxis, ax.yaxis):  # at most about 5 ticks: "9" and "10" must not touch
+            axis.set_major_locator(mpl.ticker.MaxNLocator(nbins=5, integer=True))
         ax.set_title(name)
         ax.set_xlabel(xlabel)
     for row in axes:
