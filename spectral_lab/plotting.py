@@ -458,7 +458,7 @@ def plot_diagonal(
             f"expected a (T, k, k) array with T = {len(steps)}, got shape {matrices.shape}"
         )
     diag = np.diagonal(matrices, axis1=1, axis2=2)[:, :k]
-    fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=5.5, height=3.4)
+    fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1)  # sized for the column
     ax = ax if ax is not None else axes[0, 0]
     colors = mpl.colormaps["viridis"](np.linspace(0, 0.9, diag.shape[1]))
     for i in range(diag.shape[1]):
@@ -528,7 +528,7 @@ def plot_spectra(
             raise ValueError(
                 f"spectrum {name!r} must be a non-empty 1-D array, got shape {s.shape}"
             )
-    fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1, width=5.5, height=3.6)
+    fig, axes = (ax.figure, None) if ax is not None else new_figure(1, 1)  # sized for the column
     ax = ax if ax is not None else axes[0, 0]
     colors = layer_colors(list(arrays))
     for name, s in arrays.items():
@@ -554,7 +554,7 @@ def plot_spectra(
         )
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator("auto", integer=True))
     ax.set_xlabel("index i (largest first)")
     ax.set_ylabel("singular value $s_i$")
     ax.set_title(title)
@@ -584,7 +584,10 @@ def plot_heatmaps(
         if M.ndim != 2:
             raise ValueError(f"matrix {name!r} must be 2-D, got shape {M.shape}")
     nrows, ncols = panel_grid(len(arrays), MAX_PANELS_PER_ROW)
-    fig, axes = new_figure(nrows, ncols, height=COLUMN_INCHES / max(ncols, 2) * 0.85)
+    # square-ish panels: a panel's width (at most half the column, so that one matrix is not a
+    # page tall), less room for the colour bar; within column_fraction, its share of the column
+    panel_width = min(COLUMN_INCHES * _COLUMN_SHARE.get() / ncols, COLUMN_INCHES / 2)
+    fig, axes = new_figure(nrows, ncols, height=panel_width * 0.85)
     for ax in list(axes.flat)[len(arrays) :]:
         ax.set_visible(False)
     for ax, (name, M) in zip(axes.flat, arrays.items()):
@@ -593,8 +596,8 @@ def plot_heatmaps(
             M, cmap="magma", vmin=vmin, vmax=vmax, extent=(0.5, cols + 0.5, rows + 0.5, 0.5)
         )
         ax.grid(False)
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator("auto", integer=True))
+        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator("auto", integer=True))
         ax.set_title(name)
         ax.set_xlabel(xlabel)
     for row in axes:

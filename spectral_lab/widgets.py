@@ -14,8 +14,9 @@ In Jupyter the cell shows the controls above the figure, which is redrawn
 whenever a control changes. In static mode (the built book, nbval, a plain
 script) there is no kernel to redraw anything, so the cell shows small
 multiples instead: one picture with the figure at 2-4 settings side by side,
-each labelled with its values, and one line saying what the live version
-controls. The settings vary the first control (a slider at its minimum, default
+each labelled with its values, as one output (a captioned cell is one figure) whose
+text form is a line saying what the live version controls; the chapter's prose says
+that on the page. The settings vary the first control (a slider at its minimum, default
 and maximum; the first three options of a menu; a checkbox both ways) unless
 ``static_settings=[{...}, ...]`` names them. Each setting is drawn at its share
 of the column (:func:`spectral_lab.plotting.column_fraction`), so its text stays
@@ -356,11 +357,16 @@ class InteractiveFigure:
             return
         png = self.static_png()
         width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-        data = {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": repr(self)}
+        # one output, so that a cell's figure caption (myst-nb wraps every output of a captioned
+        # cell in a figure) names one figure; the page shows the image, a text-only reader the
+        # line saying what is live, and the chapter's prose says it on the page
+        data = {
+            "image/png": base64.b64encode(png).decode("ascii"),
+            "text/plain": self.controls_line,
+        }
         display(
             data, metadata={"image/png": {"width": width // 2, "height": height // 2}}, raw=True
         )
-        display({"text/markdown": self.controls_line, "text/plain": self.controls_line}, raw=True)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={value!r}" for name, value in self.values.items())

@@ -155,7 +155,7 @@ def test_static_mode_shows_small_multiples_and_says_what_is_live():
     view = interactive_figure(plot, static=True, exponent=(0.0, 3.0, 0.5, 1.0), log=True)
     assert [s["exponent"] for s in view.settings] == [0.0, 1.0, 3.0]  # min, default, max
     assert all(s["log"] is True for s in view.settings)  # the other controls at their defaults
-    (image, metadata), (line, _) = _static_outputs(view)
+    ((image, metadata),) = _static_outputs(view)  # one output: one figure when captioned
     assert [c["exponent"] for c in plot.calls] == [1.0, 0.0, 1.0, 3.0]  # defaults, then each
     png = base64.b64decode(image["image/png"])
     assert png.startswith(b"\x89PNG")
@@ -165,7 +165,7 @@ def test_static_mode_shows_small_multiples_and_says_what_is_live():
     assert natural // 2 == pytest.approx(100 * plotting.COLUMN_INCHES, rel=0.2)
     shown = plotting.rendered_text_px(png, min(natural // 2, 757))
     assert shown >= plotting.MIN_TEXT_PX
-    assert "`exponent` (0 to 3)" in line["text/markdown"] and "`log`" in line["text/markdown"]
+    assert "`exponent` (0 to 3)" in image["text/plain"] and "`log`" in image["text/plain"]
     assert view.labels == ["exponent = 0", "exponent = 1", "exponent = 3"]
 
 
