@@ -41,10 +41,19 @@ import functools
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+import matplotlib as mpl
 import numpy as np
 import torch
 
-from .plotting import layer_colors, new_figure
+from .plotting import (
+    COLUMN_INCHES,
+    MAX_PANELS_PER_ROW,
+    layer_colors,
+    legend_below,
+    log_axis,
+    new_figure,
+    panel_grid,
+)
 from .record import RunRecord
 
 __all__ = [
@@ -315,7 +324,8 @@ def plot_esd(record: RunRecord, layer: str, steps: Sequence[int] | None = None, 
     One panel per snapshot in ``steps`` (default: the first and the last), on log-log axes: a
     histogram of the eigenvalues ``s^2`` (density over all of them), the fitted power law
     ``(n_tail / R) (alpha - 1) / xmin (lambda / xmin)^-alpha`` from ``xmin`` on, the bulk edge
-    ``lambda_+`` of a random matrix of the same shape and scale. Returns a Figure 7.5 in wide.
+    ``lambda_+`` of a random matrix of the same shape and scale; at most three panels a row, each
+    titled with its alpha and its number of spikes. Returns a Figure as wide as the book's column.
     """
     rows = _snapshot_rows(record, steps)
     shape = tuple(record.meta["shapes"][layer])
@@ -324,23 +334,34 @@ def plot_esd(record: RunRecord, layer: str, steps: Sequence[int] | None = None, 
     eigen = S**2
     positive = eigen[eigen > 0]
     edges = np.geomspace(positive.min(), positive.max() * 1.001, bins + 1)
-    fig, axes = new_figure(1, len(rows), width=7.5 / len(rows), height=3.0, sharey=True)
-    for ax, row, values, k in zip(axes[0], rows, eigen, range(len(rows))):
-        ax.hist(values, bins=edges, density=True, color="0.6", label="ESD")
+    nrows, ncols = panel_grid(len(rows), MAX_PANELS_PER_ROW)
+    # as wide as the column; taller than new_figure's default, for two title lines, the legend
+    # below and log axes that span decades
+    height = min(COLUMN_INCHES / ncols * 1.3, 3.6)
+    fig, axes = new_figure(nrows, ncols, height=height, sharey=True)
+    for ax, row, values, k in zip(axes.flat, rows, eigen, range(len(rows))):
+        density_values, _, _ = ax.hist(values, bins=edges, density=True, color="0.6", label="ESD")
         alpha, xmin = metrics["alpha"][k], metrics["xmin"][k]
         if np.isfinite(alpha):
             tail = np.geomspace(xmin, values.max(), 50)
             share = metrics["n_tail"][k] / values.size
             density = share * (alpha - 1) / xmin * (tail / xmin) ** -alpha
-            ax.plot(tail, density, color="C3", lw=2, label=f"power law, alpha={alpha:.2f}")
+            ax.plot(tail, density, color="C3", lw=2, label="power-law fit")
         edge = marchenko_pastur_edge(values, shape)
-        ax.axvline(edge, color="C0", ls="--", label=f"MP edge ({metrics['spikes'][k]} above)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.axvline(edge, color="C0", ls="--", label="Marchenko-Pastur edge")
+        log_axis(ax, positive, axis="x")
+        if np.log10(positive.max() / positive.min()) > 3:  # many decades: every other one labelled
+            ax.xaxis.set_major_locator(mpl.ticker.LogLocator(numticks=4))
+        log_axis(ax, density_values, axis="y")
+        fit = f"alpha {alpha:.2f}" if np.isfinite(alpha) else "no fit"
+        ax.set_title(f"step {int(record.steps[row])}: {fit}\n{metrics['spikes'][k]} above the edge")
         ax.set_xlabel(r"eigenvalue $\lambda = s^2$")
-        ax.set_title(f"{layer}, step {int(record.steps[row])}")
-        ax.legend(loc="lower left")
-    axes[0][0].set_ylabel("density")
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.set_visible(False)
+    for row_axes in axes:
+        row_axes[0].set_ylabel("density")
+    fig.suptitle(layer)
+    legend_below(fig)
     return fig
 
 
@@ -348,12 +369,12 @@ def plot_alpha(record: RunRecord, layers: Iterable[str] | None = None, **fit_opt
     """Alpha over training beside NormEffRank, one line per layer (the two lenses side by side).
 
     Layers whose spectra are too short for a fit (alpha NaN) are left out of the alpha panel.
-    Returns a Figure 7.5 in wide.
+    Returns a Figure as wide as the book's column, with one legend below both panels.
     """
     names = record.layers if layers is None else list(layers)
     metrics = record_metrics(record, names, **fit_options)
     colors = layer_colors(record.layers)
-    fig, axes = new_figure(1, 2, width=3.75, height=3.0, sharex=True)
+    fig, axes = new_figure(1, 2, sharex=True)  # sized for the book's column
     ax_alpha, ax_rank = axes[0]
     erank = record.norm_eff_rank(names)
     for column, name in enumerate(names):
@@ -364,5 +385,5 @@ def plot_alpha(record: RunRecord, layers: Iterable[str] | None = None, **fit_opt
     ax_rank.set_ylabel("NormEffRank")
     for ax in (ax_alpha, ax_rank):
         ax.set_xlabel("step")
-    ax_rank.legend(loc="best")
+    legend_below(fig)  # one legend for both panels, below them
     return fig
