@@ -32,19 +32,7 @@ CHAPTERS = sorted(path.stem for path in (ROOT / "book").glob("*.ipynb"))
 # Chapters whose prose still holds numbers typed by hand (issue 15 §1). Converting a chapter
 # (glue every number from the run, see book/contributing.md) removes it from this list; the
 # xfail is strict, so a converted chapter still listed here fails.
-NOT_YET_GLUED = [
-    "checkpoints",  # its settings (1,500 steps, widths 40-256-256-10, ...) are typed, not glued
-    "architectures",
-    "connectivity",
-    "grokking",
-    "hessian",
-    "lottery_tickets",
-    "memorization",
-    "prediction",
-    "toolkit",
-    "track_your_model",
-    "weight_decay",
-]
+NOT_YET_GLUED: list[str] = []
 
 
 def _chapter_params(not_yet: list[str]) -> list:
@@ -222,6 +210,20 @@ def test_every_number_in_the_prose_is_glued(chapter):
         "(book/contributing.md; a chapter's settings go in its metadata.spectral_lab.constants): "
         f"{unglued}"
     )
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_a_chapter_runs_where_the_book_tools_are_missing(chapter):
+    """Colab's install cell installs the package without the book extra: myst-nb's glue is
+    imported inside try, with a fallback that does nothing."""
+    cells = json.loads((ROOT / "book" / f"{chapter}.ipynb").read_text())["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        for line in source.splitlines():
+            if re.match(r"\s*(from myst_nb|import myst_nb)", line):
+                assert line.startswith("    ") and "try:" in source, (
+                    f"{chapter}: `{line.strip()}` outside try: fails where myst-nb is missing"
+                )
 
 
 def test_a_chapter_declares_its_constants_in_its_own_metadata(tmp_path):

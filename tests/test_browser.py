@@ -44,19 +44,7 @@ SHOT_TILE = 3000  # the window's height while screenshots are taken, in views st
 
 # Chapters not yet drawn for the column, captioned and described (issue 15 §2), and whose
 # solutions are not yet {solution} directives (issue 15 §5). Remove a chapter once converted.
-NOT_YET_CONVERTED = [
-    "book/architectures",
-    "book/checkpoints",
-    "book/connectivity",
-    "book/grokking",
-    "book/hessian",
-    "book/lottery_tickets",
-    "book/memorization",
-    "book/prediction",
-    "book/toolkit",
-    "book/track_your_model",
-    "book/weight_decay",
-]
+NOT_YET_CONVERTED: list[str] = []
 
 
 def toc_pages() -> list[str]:
