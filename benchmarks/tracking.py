@@ -41,7 +41,7 @@ from torch import nn
 
 import spectral_lab as sl
 from spectral_lab import spectra as sp
-from spectral_lab.experiments import GrokkingConfig
+from spectral_lab.experiments.grokking import GrokkingConfig
 from spectral_lab.tracker import ROUTES
 
 

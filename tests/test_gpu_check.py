@@ -32,7 +32,9 @@ def test_the_smoke_run_does_every_job_and_writes_shipped_records(smoke):
     out, summary = smoke
     jobs = [job["job"] for job in summary["jobs"]]
     assert jobs == ["gpu tests", *gpu_check.shipments(smoke=True), "tracking benchmark"]
-    assert all(job.get("finished") for job in summary["jobs"]), summary["jobs"]
+    assert all(job.get("finished") and job["returncode"] == 0 for job in summary["jobs"]), summary[
+        "jobs"
+    ]
     from spectral_lab.experiments import shipped
 
     manifest = shipped.read_manifest(out / "records")["records"]

@@ -168,3 +168,18 @@ def test_the_cli_alone_knows_every_experiment():
             "weight_decay",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    "script", sorted((PACKAGE.parent / "benchmarks").glob("*.py")), ids=lambda path: path.name
+)
+def test_every_benchmark_imports_what_the_package_has(script):
+    """A benchmark is run by hand, so a moved name would break it unseen: import each in a fresh
+    interpreter (its main() does not run)."""
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('benchmark', {str(script)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
