@@ -27,7 +27,7 @@ Chapter: "Lottery tickets".
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, ClassVar
 
 import numpy as np
@@ -99,6 +99,23 @@ class LotteryConfig(ClassifierConfig):
     def rewind_step(self, n_train: int) -> int:
         """The step the masked runs restart from: ``rewind_epoch * steps_per_epoch``."""
         return self.rewind_epoch * self.steps_per_epoch(n_train)
+
+    def with_seed(self, seed: int) -> "LotteryConfig":
+        """The same experiment drawn again: ``seed``, ``data_seed`` and ``mask_seed`` all set to
+        ``seed``.
+
+        A replicate differs from the run of seed 0 in every random choice the
+        experiment makes: the initialisation, the order of the minibatches (which
+        also moves the rewind state) and the random control masks. The data set
+        (MNIST-1D's published draw, with its train/test split) and every setting
+        stay, and so does the preset's name. ``with_seed(0)`` of a preset is the
+        preset.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        seed = int(seed)
+        # mask_seed is not one of the config's SEED_FIELDS; replace() keeps the preset's name
+        return replace(self.with_overrides(seed=seed, data_seed=seed), mask_seed=seed)
 
     @property
     def imp_keeps(self) -> tuple[float, ...]:
