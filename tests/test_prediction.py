@@ -167,9 +167,9 @@ def test_more_splits_extend_the_first_ones_and_narrow_the_standard_error():
 
 @pytest.mark.slow
 def test_the_chapter_small_p_gap_is_within_the_scatter_of_200_splits():
-    """The chapter's claim at p = 10 and 20 (quick preset; ~15 s on 2 cores): with 200 splits the
-    theory lies within two standard errors of the measured mean in most model-size pairs, and the
-    p = 10 gap is less than half the smallest one five splits show."""
+    """The chapter's claim at p = 10 and 20 (quick preset; 15-40 s on 2 shared cores): with 200
+    splits the theory lies within two standard errors of the measured mean in most model-size
+    pairs, and the p = 10 gap is less than half the smallest one five splits show."""
     torch.set_num_threads(1)
     config = pr.PredictionConfig.quick()
     models, Y, _ = pr.build_models(config)
