@@ -14,6 +14,8 @@ from spectral_lab.experiments.hessian import (
     explicit_g_matrix,
     explicit_hessian,
     gaussian_mixture,
+    init_group_errors,
+    init_outliers,
     init_prediction,
     input_subspace,
     mixture_loss,
@@ -118,6 +120,31 @@ def test_initial_outliers_and_bulk_edge_match_the_prediction():
         assert abs(bulk_top / pred.bulk_edge - 1) < 0.03
         assert abs(bulk_edge_at(config.make_model(), train, beta) / pred.bulk_edge - 1) < 0.03
         assert count_outliers(E, pred.bulk_edge) == k * (k - 1)
+
+
+def test_init_outliers_from_the_covariance_equal_the_explicit_hessian():
+    for seed in (0, 1):
+        data = small_data(seed=seed)
+        H = explicit_hessian(torch.zeros(3, 30), data, 0.01)
+        E = eigh_descending(H, vectors=False).numpy()
+        groups = E[: 3 * 2].reshape(3, 2)  # k groups of k - 1
+        np.testing.assert_allclose(init_outliers(data, 0.01), groups[:, 0], rtol=1e-10)
+
+
+def test_init_group_errors_are_per_seed_and_shrink_with_n():
+    errors = init_group_errors(20.0, 30, 100, 3, 0.0, seeds=range(3))
+    assert errors.shape == (3, 3)
+    data = gaussian_mixture(100, 30, 3, 20.0, seed=2)
+    pred = np.sort(init_prediction(20.0, 30, 100, data.proportions).outliers)[::-1]
+    np.testing.assert_allclose(errors[2], init_outliers(data) / pred - 1, rtol=1e-12)
+    # the chapter's claim at a size a test affords: the RMS over 5 seeds falls at 16 times n
+    rms = [
+        np.sqrt(np.mean(init_group_errors(20.0, n * 3 // 10, n, 4, 0.0, range(5)) ** 2))
+        for n in (100, 1600)
+    ]
+    assert rms[1] < 0.6 * rms[0]
+    with pytest.raises(ValueError, match="below the detection threshold"):
+        init_group_errors(1.0, 30, 100, 3, 0.0, seeds=[0])
 
 
 def test_init_prediction_formulas_and_threshold():

@@ -55,6 +55,8 @@ __all__ = [
     "InitPrediction",
     "init_prediction",
     "bulk_edge_at",
+    "init_outliers",
+    "init_group_errors",
     "count_outliers",
     "input_subspace",
     "weight_alignment",
@@ -262,6 +264,44 @@ def bulk_edge_at(X, data: MixtureData, beta: float = 0.0) -> float:
     pi = _probs(X, data.Y)
     D = torch.diag_embed(pi) - pi[:, :, None] * pi[:, None, :]
     return float(torch.linalg.eigvalsh(_kron_sum(D, data.Z))[-1]) + beta
+
+
+def init_outliers(data: MixtureData, beta: float = 0.0) -> np.ndarray:
+    """The ``k`` largest distinct eigenvalues of ``H(0)``, largest first, from the ``d x d`` sample
+    second moment alone.
+
+    At ``X = 0`` every ``pi_l`` is uniform, so ``H(0) = (I/k - 11^T/k^2) (x) Sigma_hat + beta I``
+    with ``Sigma_hat = Y^T Y / n``; the first factor has eigenvalue ``1/k`` (``k - 1`` times) and
+    ``0``, so the eigenvalues of ``H(0)`` are those of ``Sigma_hat`` over ``k`` (each ``k - 1``
+    times) plus ``beta``. One ``d x d`` eigendecomposition instead of a ``k d x k d`` one: the
+    same outliers as :func:`explicit_hessian` at ``X = 0`` (to rounding), at a fraction of the cost.
+    """
+    second_moment = data.Y.T @ data.Y / data.n  # (d, d)
+    top = torch.linalg.eigvalsh(second_moment).flip(0)[: data.k].numpy()
+    return top / data.k + beta
+
+
+def init_group_errors(snr: float, d: int, n: int, k: int, beta: float, seeds) -> np.ndarray:
+    """Relative error of each outlier group of ``H(0)`` against :func:`init_prediction`, per seed.
+
+    For each seed, the mixture ``gaussian_mixture(n, d, k, snr, seed)`` (equal class
+    probabilities), its outliers by :func:`init_outliers` and the prediction at its sample
+    proportions, both sorted largest first: ``measured / predicted - 1``, ``(len(seeds), k)``.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    rows = []
+    for seed in seeds:
+        data = gaussian_mixture(n, d, k, snr, seed)
+        predicted = init_prediction(snr, d, n, data.proportions, beta).outliers
+        if np.isnan(predicted).any():
+            raise ValueError(
+                f"snr={snr} is below the detection threshold at d={d}, n={n} for some class: "
+                "there is no outlier to compare; raise snr or n"
+            )
+        rows.append(init_outliers(data, beta) / np.sort(predicted)[::-1] - 1)
+    return np.array(rows)
 
 
 def count_outliers(eigenvalues, bulk_edge: float, margin: float = 0.03) -> int:
