@@ -488,6 +488,9 @@ def interrupt(tmp_path, signum: int, checkpoint_every: int):
         text=True,
         env=dict(os.environ, CI="true"),
         cwd=tmp_path,
+        # as from a terminal: a test worker may ignore SIGINT (a child inherits that, and Python
+        # then never raises KeyboardInterrupt), so the command starts with the default handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as process:
         try:
             first = process.stderr.readline()  # "grokking (custom) on cpu -> ...": training begins
