@@ -1,7 +1,8 @@
 # Two commands set up and run everything on a fresh machine with only Python 3.10+:
 #   make book   build the book (chapters executed in quick mode) into _build/html
-#   make test   run every test: package tests, every notebook (nbval), the book build, and
-#               the browser check of the built pages (installs Debian's chromium if missing)
+#   make test   run every test: package tests, every notebook (nbval), the book build, the
+#               browser check of the built pages (installs Debian's chromium if missing), the
+#               student edition (no solution in it) and the PDF (every chapter in it)
 # Both create .venv on first use. If the Python you start from already has a torch
 # (a CUDA build, say), the venv sees it and keeps it; otherwise pip installs $(TORCH),
 # first from a wheel it finds without any index (pip's configured find-links; torch's own
@@ -88,6 +89,8 @@ test: $(STAMP) browser-deps
 	$(RUN_ENV) SPECTRAL_LAB_KEEP_EXECUTED=$(EXECUTED) $(PY) -m pytest -n auto --dist loadfile
 	$(MAKE) --no-print-directory book SEED=$(EXECUTED)
 	$(MAKE) --no-print-directory browser-check
+	$(MAKE) --no-print-directory student-check
+	$(MAKE) --no-print-directory pdf
 
 # Every page of the built book in headless Chromium: title, figures, no error cells; screenshots
 # in _build/screenshots/ (CI artifacts). Chromium comes from Debian's packages, installed here

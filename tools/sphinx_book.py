@@ -69,6 +69,13 @@ def _config_inited(app, config) -> None:
 
 def setup(app):
     import sphinx.search
+    from myst_nb.sphinx_ import HideCodeCellNode, depart_HideCellInput, visit_HideCellInput
+
+    # myst-nb registers its "show code" toggle for the html builder only; the PDF is printed from
+    # the single-page HTML builder, which then failed on every hide-input cell
+    app.add_node(
+        HideCodeCellNode, override=True, singlehtml=(visit_HideCellInput, depart_HideCellInput)
+    )
 
     sphinx.search.languages["en"] = _english_search_class()
     app.connect("config-inited", _config_inited)
