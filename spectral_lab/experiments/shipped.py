@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -382,14 +381,3 @@ def describe(name: str, records: Path = RECORDS) -> str:
     seeds = sorted({e["seed"] for e in entries})
     span = f"{seeds[0]}-{seeds[-1]}" if seeds else "none"
     return f"{shipment.preset} scale, seeds {span}, {', '.join(devices)}"
-
-
-def remove(name: str, records: Path = RECORDS) -> None:
-    """Delete a shipment's records and manifest entries (before regenerating it afresh)."""
-    shutil.rmtree(records / name, ignore_errors=True)
-    with _manifest_lock(records):
-        manifest = read_manifest(records)
-        manifest["records"] = {
-            f: e for f, e in manifest["records"].items() if e.get("shipment") != name
-        }
-        _write_manifest(records, manifest)
