@@ -136,22 +136,75 @@ class Terminated(KeyboardInterrupt):
     files are left whole and the command says what was kept."""
 
 
+class _Stop:
+    """The handler of SIGINT and SIGTERM while a command runs: raises ``KeyboardInterrupt`` (or
+    :class:`Terminated`) in the main thread, and again every ``retry_after`` seconds until the
+    command reports the stop (:meth:`seen`). One raise is not enough: code a run calls may swallow
+    it (a bare ``except``, or C code that clears Python errors). CI saw this once: a run sent
+    SIGTERM just after it started trained to the end and exited 0."""
+
+    def __init__(self, retry_after: float):
+        self.retry_after = retry_after
+        self.pending: int | None = None  # the signal raised and not yet reported
+        self.timer: threading.Timer | None = None
+
+    def __call__(self, signum, frame):
+        if self.pending is None:
+            self.pending = signum
+            self._arm()
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def _arm(self) -> None:
+        self.timer = threading.Timer(self.retry_after, self._again)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _again(self) -> None:  # on the timer's thread: the main thread gets the signal again
+        signum = self.pending
+        if signum is not None:
+            import _thread
+
+            _thread.interrupt_main(signum)
+            self._arm()
+
+    def seen(self) -> None:
+        self.pending = None
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+_stop: _Stop | None = None  # the handler while a command runs in the main thread
+
+
+def _stop_seen() -> None:
+    """Called first where a command catches the stop, so that it is not raised again while the
+    command says what was kept."""
+    if _stop is not None:
+        _stop.seen()
+
+
 @contextlib.contextmanager
-def _sigterm_interrupts():
-    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread (elsewhere a
-    handler cannot be installed, and the default stays)."""
+def _stops_interrupt(retry_after: float = 1.0):
+    """While the block runs, SIGTERM stops the command as Ctrl-C does, both through :class:`_Stop`.
+    Only in the main thread (elsewhere a handler cannot be installed, and the defaults stay), and
+    SIGINT only where Python's own handler is in place (an ignored SIGINT stays ignored)."""
+    global _stop
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def stop(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    _stop = _Stop(retry_after)
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signals.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, _stop) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _stop.seen()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop = None
 
 
 def _registry() -> dict:
@@ -451,6 +504,7 @@ def _sweep_into(out: Path, args: argparse.Namespace, argv: list[str]) -> int:
         with _short_connect_timeout(args.engine):
             result = _registry()[args.experiment].sweep(config, out, **engine)
     except KeyboardInterrupt as stop:
+        _stop_seen()
         print(
             f"\n{_stopped_by(stop)}; finished runs are kept in {out}. Continue with: {again}",
             file=sys.stderr,
@@ -579,6 +633,7 @@ def _run_into(out: Path, args: argparse.Namespace, argv: list[str]) -> int:
         )
         result = experiment.run(config, out, resume=args.resume)
     except KeyboardInterrupt as stop:
+        _stop_seen()
         kept = _what_was_kept(config, out, outputs, before, args, argv)
         print(f"\n{_stopped_by(stop)}; {kept}", file=sys.stderr)
         return _interrupted_status(stop)
@@ -724,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
-        with _sigterm_interrupts():
+        with _stops_interrupt():
             if args.command == "list":
                 return _list()
             if args.command == "sweep":
@@ -745,5 +800,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:  # before a run began: nothing was written
+        _stop_seen()
         print(f"\n{_stopped_by(stop)} before the run began; nothing was written", file=sys.stderr)
         return _interrupted_status(stop)

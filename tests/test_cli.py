@@ -528,6 +528,54 @@ def test_a_signal_before_the_first_checkpoint_says_nothing_was_kept(tmp_path, si
     assert not checkpoint_path(tmp_path / "run.npz").exists()
 
 
+SWALLOWS_THE_FIRST_STOP = """
+import sys, time
+from spectral_lab import cli
+from spectral_lab.experiments import EXPERIMENTS
+
+def run(config, out, resume=False):  # as a library with a bare except would
+    swallowed = False
+    for _ in range(3000):
+        try:
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            if swallowed:
+                raise
+            swallowed = True
+            print("swallowed", file=sys.stderr, flush=True)
+    print("trained to the end", file=sys.stderr)
+
+EXPERIMENTS["grokking"] = EXPERIMENTS["grokking"]._replace(run=run)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_run_that_swallowed_it_once(tmp_path, signum):
+    """CI once saw a run sent SIGTERM just after it started train to the end and exit 0: code the
+    run called swallowed the exception. The command raises it again until it is reported."""
+    argv = ["run", "grokking", "--device", "cpu", "--out", str(tmp_path / "run.npz")]
+    with subprocess.Popen(
+        [sys.executable, "-c", SWALLOWS_THE_FIRST_STOP, *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, CI="true"),
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in interrupt()
+    ) as process:
+        try:
+            assert "-> " in process.stderr.readline()
+            process.send_signal(signum)
+            err = process.stderr.read()
+            status = process.wait(timeout=60)
+        finally:
+            process.kill()
+    assert status == 128 + signum and "Traceback" not in err, err
+    assert "swallowed" in err and "trained to the end" not in err
+    stopped = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    assert f"{stopped}; nothing kept yet" in err
+
+
 def test_the_sigterm_handler_is_installed_only_while_a_command_runs():
     before = signal.getsignal(signal.SIGTERM)
     seen = []
