@@ -13,6 +13,8 @@ from spectral_lab.experiments.lottery import (
     mask_agreement,
     masked_run,
     one_shot,
+    pruned_record,
+    recorded_mask_agreement,
     run_agreement,
 )
 from spectral_lab.pruning import layer_densities, magnitude_mask, random_mask_like
@@ -95,6 +97,23 @@ def test_magnitude_mask_keeps_the_top_singular_vectors_random_does_not(small_den
             S_magnitude,
             S_random,
         )
+
+
+def test_mask_agreement_from_records_is_the_one_from_the_model(small_dense):
+    """A shipped seed has no model: its masks' agreement comes from a snapshot of the pruned
+    weights and the dense run's last snapshot, the same numbers up to the stored vectors'
+    precision (int16: 3e-5 of the largest entry)."""
+    run = small_dense.final
+    magnitude = magnitude_mask(run.model, keep=SMALL.keep)
+    for mask in (magnitude, random_mask_like(magnitude, seed=0)):
+        from_model = mask_agreement(run.model, mask)
+        pruned = pruned_record(run, mask, top_k=SMALL.top_k)
+        assert pruned.steps.tolist() == [run.step] and pruned.layers == run.record.layers
+        from_records = recorded_mask_agreement(pruned, run.record)
+        assert set(from_records) == set(run.record.layers) and set(from_model) <= set(from_records)
+        for name, S in from_model.items():
+            assert from_records[name].shape == S.shape == (10, 10)
+            np.testing.assert_allclose(from_records[name], S, atol=2e-4)
 
 
 def test_with_seed_draws_every_random_choice_again_and_keeps_the_preset():

@@ -45,6 +45,7 @@ from ..pruning import (
 )
 from ..record import RunRecord
 from ..spectra import agreement, diagonal_mean
+from ..tracker import SpectralTracker
 from ..views import LayerSelector, find_matrices
 from .classifier import ClassifierConfig, FitResult, fit
 
@@ -58,7 +59,10 @@ __all__ = [
     "one_shot",
     "iterative_pruning",
     "mask_agreement",
+    "pruned_record",
+    "recorded_mask_agreement",
     "run_agreement",
+    "seed_records",
 ]
 
 
@@ -375,3 +379,47 @@ def run_agreement(
         raise ValueError("the two records share no snapshot step")
     S = record.agreement_with(reference, layers=layers, steps=steps)
     return steps, {name: diagonal_mean(matrices, k) for name, matrices in S.items()}
+
+
+def seed_records(
+    config: LotteryConfig, data: ClassificationData | None = None
+) -> dict[str, RunRecord]:
+    """What the chapter reads of one seed, as run records: the dense run (``"dense"``), the two
+    one-shot tickets trained from the rewind step (``"magnitude"``, ``"random"``; each record's
+    ``meta["history"]`` holds its accuracies), and a snapshot of each mask applied to the dense
+    run's final weights (``"pruned_magnitude"``, ``"pruned_random"``: the masks' agreement with
+    the trained matrices, :func:`recorded_mask_agreement`, without keeping the model). The book
+    ships these for seeds 1-4 (``spectral_lab.experiments.shipped``)."""
+    dense = dense_run(config, data)
+    tickets = one_shot(config, dense)
+    return {
+        "dense": dense.final.record,
+        **{kind: run.record for kind, run in tickets.runs.items()},
+        **{
+            f"pruned_{kind}": pruned_record(dense.final, mask, config.top_k)
+            for kind, mask in tickets.masks.items()
+        },
+    }
+
+
+@torch.no_grad()
+def pruned_record(run: FitResult, mask: Mask, top_k: int = 10) -> RunRecord:
+    """One snapshot, at the run's last step, of ``mask * W`` for the run's final weights: the top
+    singular vectors of the pruned matrices, kept for where the model itself is not at hand (a
+    shipped seed). With the run's own record, :func:`recorded_mask_agreement` gives what
+    :func:`mask_agreement` gives from the model."""
+    pruned = apply_mask(run.model, mask)
+    tracker = SpectralTracker(pruned, every=1, top_k=top_k, pairs=None)
+    tracker.step(run.step, pruned, force=True)
+    return tracker.record
+
+
+def recorded_mask_agreement(
+    pruned: RunRecord, trained: RunRecord, k: int = 10
+) -> dict[str, np.ndarray]:
+    """:func:`mask_agreement` from records: ``{layer: S}``, ``S[j, i] = |u_j . u'_i| |v_j .
+    v'_i|`` with ``u, v`` from ``pruned`` (:func:`pruned_record`) and ``u', v'`` from the trained
+    run's last snapshot, shape ``(k, k)``; equal to :func:`mask_agreement` up to the records'
+    storage precision of the vectors."""
+    S = pruned.agreement_with(trained, reference_step=int(trained.steps[-1]), steps=pruned.steps)
+    return {name: matrices[0][:k, :k] for name, matrices in S.items()}
