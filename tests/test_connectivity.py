@@ -97,6 +97,20 @@ def test_config_presets_and_validation():
             ConnectivityConfig(**bad)
 
 
+def test_with_seed_moves_every_seed_and_keeps_the_preset():
+    quick = ConnectivityConfig.quick()
+    assert quick.with_seed(0) == quick
+    again = quick.with_seed(2)
+    assert again.preset == "quick" and again.split_steps == quick.split_steps
+    assert again.trunk_seeds == (200,) and again.branch_seeds == (201, 202)
+    assert again.other_seeds == (201, 202) and again.data_seed == quick.data_seed + 200
+    drawn = {*again.trunk_seeds, *again.branch_seeds, *again.other_seeds, again.data_seed}
+    used = {*quick.trunk_seeds, *quick.branch_seeds, *quick.other_seeds, quick.data_seed}
+    assert not drawn & used  # a replicate shares no seed with seed 0
+    with pytest.raises(ValueError, match="non-negative integer"):
+        quick.with_seed(-1)
+
+
 # ---- the claims at a reduced scale ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):

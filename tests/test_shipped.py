@@ -154,3 +154,43 @@ def test_paper_shipments_are_the_paper_rows_without_duplicates():
     full = shipped.PAPER_SHIPMENTS["grokking-full"].config(0)
     assert (full.p, full.train_fraction, full.steps, full.weight_decay) == (113, 0.3, 40_000, 1.0)
     assert all(s.scale == "full" for s in shipped.PAPER_SHIPMENTS.values())
+
+
+def test_a_shipment_with_its_own_prefix_catches_a_changed_science():
+    """The lottery shipment trains the first epochs of the dense run under the whole run's cosine
+    schedule (a shortened config would follow another one): the shipped seeds pass (the test
+    above), and a learning rate changed by 2 % fails."""
+    shipment = shipped.SHIPMENTS["lottery-quick"]
+    assert shipment.train_prefix is not None
+    config = shipment.config(1)
+    assert (config.seed, config.data_seed, config.mask_seed) == (1, 1, 1)  # with_seed: every draw
+    changed = config.with_overrides(lr=config.lr * 1.02)
+    problem = shipped.prefix_mismatch("lottery-quick", 1, config=changed)
+    assert problem is not None and "records regenerate lottery-quick" in problem
+
+
+def test_a_shipment_of_plain_results_round_trips_and_is_checked(tmp_path, monkeypatch):
+    """The connectivity shipment holds its grid as a plain result (no pickle) beside the trunk's
+    record; the manifest says which is which, the grid loads back without the networks' weights,
+    and the trunk's record carries the staleness check."""
+    tiny = dataclasses.replace(
+        shipped.SHIPMENTS["connectivity-quick"],
+        name="tiny-connectivity",
+        seeds=(1,),
+        settings=dict(epochs=1, hidden=(16, 16), split_steps=(0, 31), etas=(1.0,), alphas=3),
+    )
+    monkeypatch.setitem(shipped.SHIPMENTS, tiny.name, tiny)
+    records = tmp_path / "records"
+    shipped.regenerate(tiny.name, records=records, progress=False)
+    manifest = shipped.read_manifest(records)["records"]
+    formats = {e["label"]: e["format"] for e in manifest.values()}
+    assert formats == {"grid": "result", "trunk": "run_record"}
+    grid = shipped.load(tiny.name, records=records)[1]["grid"]
+    assert type(grid).__name__ == "ConnectivityResult"
+    assert {p.kind for p in grid.pairs} == {"split", "perturbed"}  # no cross pairs: no other trunks
+    assert all(p.states == ({}, {}) for p in grid.pairs)
+    assert grid.by_split()["split_step"].tolist() == [0, 31]
+    assert shipped.prefix_mismatch(tiny.name, 1, records=records) is None
+    changed = tiny.config(1).with_overrides(lr=tiny.config(1).lr * 1.02)
+    problem = shipped.prefix_mismatch(tiny.name, 1, config=changed, records=records)
+    assert problem is not None and "trunk" in problem

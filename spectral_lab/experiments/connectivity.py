@@ -190,6 +190,31 @@ class ConnectivityConfig(ClassifierConfig):
         if self.label_noise:
             raise ValueError("the LMC experiment trains on true labels (label_noise=0)")
 
+    def with_seed(self, seed: int) -> "ConnectivityConfig":
+        """The same experiment drawn again: every seed it uses (the trunks' initialisations and
+        data order, the branches' data orders and perturbations, the other initialisations of the
+        control) moved by ``100 * seed``.
+
+        The data set, the split steps and every setting stay, and so does the preset's name;
+        ``with_seed(0)`` of a preset is the preset. The offset keeps a replicate's seeds apart
+        from those of seed 0 (which uses 0, 1 and 2).
+        """
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        offset = 100 * int(seed)
+
+        def moved(seeds: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(s + offset for s in seeds)
+
+        return replace(  # replace(), not with_overrides(): the preset keeps its name
+            self,
+            seed=self.seed + offset,
+            data_seed=self.data_seed + offset,
+            trunk_seeds=moved(self.trunk_seeds),
+            branch_seeds=moved(self.branch_seeds),
+            other_seeds=moved(self.other_seeds),
+        )
+
     @property
     def perturbed_split(self) -> int:
         """The split step at which the perturbed branches start."""

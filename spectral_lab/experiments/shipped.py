@@ -29,6 +29,7 @@ Regenerate with ``python -m spectral_lab records regenerate [NAME ...] [--seeds 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -39,14 +40,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..files import atomic_write
 from ..record import RunRecord, plain_config
 from ..runtime import get_device
+from ..sweeps import load_result, save_result
 from ..version import __version__
-from . import grokking, memorization, weight_decay
+from . import classifier, connectivity, grokking, lottery, memorization, weight_decay
 
 __all__ = [
     "RECORDS",
@@ -63,6 +66,9 @@ RECORDS = Path(
     os.environ.get("SPECTRAL_LAB_RECORDS", Path(__file__).resolve().parents[2] / "records")
 )
 MANIFEST_NAME = "manifest.json"
+#: A shipped file is a :class:`RunRecord` or an experiment's plain result (a dataclass marked
+#: ``@storable``, written by :func:`spectral_lab.sweeps.save_result`): keyed by "is a record".
+FORMATS = {True: "run_record", False: "result"}
 
 #: Relative tolerance of :func:`prefix_mismatch`, in units of each layer's top singular value.
 #: Rounding (another thread count) moves the first snapshots by about 1e-6 of s_1; a learning
@@ -79,9 +85,12 @@ class Shipment:
     """What the book ships of one setting: ``seeds`` of ``preset`` of ``experiment``.
 
     ``train(config)`` trains one seed and returns its records by label (``""`` for a single
-    record); ``prefix`` is how many of the first steps :func:`prefix_mismatch` trains again
-    (the setting's learning-rate schedule is constant, so a shortened run follows the full one
-    step for step), and ``length`` the config field that counts the run's length.
+    record; a label may also hold a plain ``@storable`` result, see :data:`FORMATS`).
+    ``prefix`` is how many of the first steps :func:`prefix_mismatch` trains again (the
+    setting's learning-rate schedule is constant, so a shortened run follows the full one step
+    for step), and ``length`` the config field that counts the run's length. Where the schedule
+    depends on the run's length, ``train_prefix(config, prefix)`` trains the first ``prefix``
+    ``length`` units of the full run instead and returns the records it can compare, by label.
     """
 
     name: str
@@ -93,10 +102,17 @@ class Shipment:
     length: str
     prefix: int
     settings: dict = field(default_factory=dict)
+    train_prefix: Callable[[object, int], dict[str, RunRecord]] | None = None
 
     def config(self, seed: int):
-        """The config of ``seed``: the preset with the shipment's settings and that seed."""
+        """The config of ``seed``: the preset with the shipment's settings and that seed (through
+        the config's ``with_seed`` where it has one: an experiment with more than one seed field
+        redraws all of them)."""
         config = self.config_class.from_preset(self.preset)
+        if hasattr(config, "with_seed"):
+            return (config.with_overrides(**self.settings) if self.settings else config).with_seed(
+                seed
+            )
         return config.with_overrides(**self.settings, seed=seed)
 
     def file(self, seed: int, label: str) -> str:
@@ -120,6 +136,45 @@ def _train_memorization(config) -> dict[str, RunRecord]:
     """The true-label and the random-label runs: what the chapter compares across seeds."""
     runs = memorization.run_memorization(config, fractions=(0.0, 1.0), progress=False)
     return {f"labels_{fraction:g}": record for fraction, record in runs.items()}
+
+
+def _lottery_prefix(config, epochs: int) -> dict[str, RunRecord]:
+    """The first ``epochs`` of the dense run (its cosine schedule spans the whole run, so a shorter
+    config would not follow it): the start of what the tickets are rewound to."""
+    data = config.make_data()
+    stop = epochs * config.steps_per_epoch(len(data.train_y))
+    return {"dense": classifier.fit(config, data=data, stop_step=stop, progress=False).record}
+
+
+#: The prefix of the MNIST-1D runs (lottery, connectivity): 2 epochs, 250 steps. Rounding stays
+#: near 1e-6 of s_1 up to step 375 and then grows to a few per cent by step 500 (measured with 2
+#: threads against records made with 1), so a longer prefix would fail on another machine.
+PREFIX_EPOCHS = 2
+
+#: What of the LMC grid a shipped seed holds: the split pairs and the perturbed ones (the
+#: different-initialisation control needs other trunks' endpoints, the one thing not shipped).
+CONNECTIVITY_PARTS = ("split", "perturbed")
+
+
+def _connectivity_trunk(config, epochs: int | None = None) -> dict[str, RunRecord]:
+    """The trunk, tracked every 125 steps: up to the last split step (what is shipped), or its
+    first ``epochs`` (what the staleness check trains again: the recipe every branch continues)."""
+    recipe = dataclasses.replace(
+        config.training_config(), seed=config.trunk_seeds[0], eval_every=125, track_every=125
+    )  # measuring more often changes nothing in the training
+    data = recipe.make_data()
+    stop = config.split_steps[-1]
+    if epochs is not None:
+        stop = min(stop, epochs * recipe.steps_per_epoch(len(data.train_y)))
+    return {"trunk": classifier.fit(recipe, data=data, stop_step=stop, progress=False).record}
+
+
+def _train_connectivity(config) -> dict:
+    """One trunk's grid (split and perturbed pairs) as a plain result, without the endpoints'
+    weights (megabytes the chapter does not read), and the trunk as a record."""
+    result = connectivity.run_connectivity(config, progress=False, parts=CONNECTIVITY_PARTS)
+    pairs = [dataclasses.replace(pair, states=({}, {})) for pair in result.pairs]
+    return {**_connectivity_trunk(config), "grid": dataclasses.replace(result, pairs=pairs)}
 
 
 def _paper_grokking(preset: str, name: str | None = None, **settings) -> Shipment:
@@ -158,6 +213,16 @@ SHIPMENTS: dict[str, Shipment] = {
         Shipment(
             "memorization-quick", "memorization", memorization.MemorizationConfig, "quick",
             (1, 2, 3, 4), _train_memorization, length="epochs", prefix=2,
+        ),
+        Shipment(
+            "lottery-quick", "lottery", lottery.LotteryConfig, "quick", (1, 2, 3, 4),
+            lottery.seed_records, length="epochs", prefix=PREFIX_EPOCHS,
+            train_prefix=_lottery_prefix,
+        ),
+        Shipment(
+            "connectivity-quick", "connectivity", connectivity.ConnectivityConfig, "quick", (1, 2),
+            _train_connectivity, length="epochs", prefix=PREFIX_EPOCHS,
+            train_prefix=_connectivity_trunk,
         ),
     )
 }  # fmt: skip
@@ -214,8 +279,9 @@ def _check_seeds(shipment: Shipment, seeds) -> list[int]:
     return seeds
 
 
-def load(name: str, seeds=None, records: Path = RECORDS) -> dict[int, dict[str, RunRecord]]:
-    """The shipped records of ``name`` (a key of :data:`SHIPMENTS`): ``{seed: {label: record}}``.
+def load(name: str, seeds=None, records: Path = RECORDS) -> dict[int, dict[str, RunRecord | Any]]:
+    """The shipped records of ``name`` (a key of :data:`SHIPMENTS`): ``{seed: {label: record}}``
+    (a :class:`RunRecord`, or the experiment's plain result where the shipment ships one).
 
     Each file is checked against the manifest (present, same sha256) and its config against the
     code's (the preset with the shipment's settings and that seed); a failed check raises
@@ -261,7 +327,11 @@ def load(name: str, seeds=None, records: Path = RECORDS) -> dict[int, dict[str, 
                     f"preset (differs in {', '.join(changed)}): the records are stale, "
                     f"run `{shipment.command(seed)}`"
                 )
-            loaded[seed][entry["label"]] = RunRecord.load(path)
+            fmt = entry.get("format", FORMATS[True])
+            if fmt not in FORMATS.values():
+                raise ShippedRecordError(f"{path}: unknown format {fmt!r} in the manifest: {fix}")
+            read = RunRecord.load if fmt == FORMATS[True] else load_result
+            loaded[seed][entry["label"]] = read(path)
     return loaded
 
 
@@ -287,7 +357,10 @@ def regenerate(name: str, seeds=None, records: Path = RECORDS, progress: bool = 
             path = records / file
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-                written = record.save(Path(scratch) / path.name)
+                if isinstance(record, RunRecord):
+                    written = record.save(Path(scratch) / path.name)
+                else:  # an experiment's plain result (a @storable dataclass): no pickle
+                    written = save_result(Path(scratch) / path.name, record)
                 os.replace(written, path)
             entry = {
                 "shipment": name,
@@ -296,6 +369,7 @@ def regenerate(name: str, seeds=None, records: Path = RECORDS, progress: bool = 
                 "scale": shipment.scale,
                 "seed": seed,
                 "label": label,
+                "format": FORMATS[isinstance(record, RunRecord)],
                 "config": _comparable(config),
                 "command": shipment.command(seed),
                 "spectral_lab": __version__,
@@ -348,10 +422,14 @@ def prefix_mismatch(name: str, seed: int, config=None, records: Path = RECORDS) 
     shipment = _shipment(name)
     shipped = load(name, [seed], records)[seed]
     config = shipment.config(seed) if config is None else config
-    short = config.with_overrides(**{shipment.length: shipment.prefix})
-    fresh = shipment.train(short)
+    if shipment.train_prefix is not None:
+        fresh = shipment.train_prefix(config, shipment.prefix)
+    else:
+        fresh = shipment.train(config.with_overrides(**{shipment.length: shipment.prefix}))
     for label, record in fresh.items():
         old = shipped[label]
+        if not isinstance(record, RunRecord):
+            continue  # a plain result: the records beside it carry the check
         common = [int(s) for s in record.steps if int(s) in set(old.steps.tolist())]
         if len(common) < 2:
             raise ValueError(f"{name}: the prefix shares fewer than two snapshots with the record")
