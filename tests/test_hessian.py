@@ -212,3 +212,25 @@ def test_the_config_takes_class_proportions_and_keeps_the_equal_case_unchanged()
     assert torch.equal(equal_train.labels, old.labels) and torch.equal(equal_train.Y, old.Y)
     with pytest.raises(ValueError, match="proportions must be k=4"):
         config.with_overrides(proportions=(0.5, 0.5))
+
+
+@pytest.mark.slow
+def test_the_three_levels_hold_across_three_seeds_at_the_chapters_strength():
+    """The chapter's claims about the three signal-to-noise levels, over seeds 0-2 (~40 s): twelve
+    outliers at the start, all twelve kept at lambda 100, none left at lambda 4 with the test set
+    lost, and the alignment's ends, in every seed; at lambda 20 only the count ends near k - 1."""
+    base = HessianConfig.quick()
+    n_out = base.k * (base.k - 1)
+    for seed in range(3):
+        runs = {
+            snr: train_mixture(
+                base.with_overrides(snr=snr, seed=seed, spectrum_steps=(0, base.steps))
+            )
+            for snr in (100.0, 20.0, 4.0)
+        }
+        assert all(run.outlier_counts()[0] == n_out for run in runs.values()), seed
+        assert runs[100.0].outlier_counts()[-1] == n_out, seed
+        assert base.k - 1 <= runs[20.0].outlier_counts()[-1] <= base.k, seed
+        assert runs[4.0].outlier_counts()[-1] == 0 and runs[4.0].test_acc[-1] < 0.8, seed
+        ends = {snr: run.alignment()[-1] for snr, run in runs.items()}
+        assert ends[100.0] > 0.95 and ends[20.0] > 0.8 and ends[4.0] < 0.1, (seed, ends)
