@@ -13,6 +13,7 @@ import torch
 
 from spectral_lab.cli import main
 from spectral_lab.experiments import shipped
+from spectral_lab.experiments.architectures import UNetConfig
 from spectral_lab.experiments.grokking import PAPER_WEIGHT_DECAYS
 
 TINY = dataclasses.replace(
@@ -154,3 +155,23 @@ def test_paper_shipments_are_the_paper_rows_without_duplicates():
     full = shipped.PAPER_SHIPMENTS["grokking-full"].config(0)
     assert (full.p, full.train_fraction, full.steps, full.weight_decay) == (113, 0.3, 40_000, 1.0)
     assert all(s.scale == "full" for s in shipped.PAPER_SHIPMENTS.values())
+
+
+def test_a_changed_architecture_fails_the_staleness_check(monkeypatch):
+    """architectures-quick ships four runs per seed; its staleness check trains the first 50 steps
+    of each on its whole schedule (``ChapterRuns.until``; rounding passes it in
+    test_the_shipped_records_match_the_code, under torch's default thread count). The LSTM's
+    learning rate changed by 2 % fails it, and a changed preset of any one kind makes the records
+    stale when they are loaded."""
+    name = "architectures-quick"
+    config = shipped.SHIPMENTS[name].config(2)
+    lstm = config.runs["lstm"]
+    changed = dataclasses.replace(
+        config, runs={**config.runs, "lstm": lstm.with_overrides(lr=lstm.lr * 1.02)}
+    )
+    problem = shipped.prefix_mismatch(name, 2, config=changed)
+    assert problem is not None and "seed 2 lstm" in problem and f"regenerate {name}" in problem
+    quick = UNetConfig.quick
+    monkeypatch.setattr(UNetConfig, "quick", lambda: quick().with_overrides(beta_end=0.04))
+    with pytest.raises(shipped.ShippedRecordError, match=r"differs in runs.*stale"):
+        shipped.load(name, [1])
