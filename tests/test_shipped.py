@@ -169,7 +169,12 @@ def test_a_changed_architecture_fails_the_staleness_check(monkeypatch):
     changed = dataclasses.replace(
         config, runs={**config.runs, "lstm": lstm.with_overrides(lr=lstm.lr * 1.02)}
     )
-    problem = shipped.prefix_mismatch(name, 2, config=changed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: one thread is as fast idle, and far faster under load
+    try:
+        problem = shipped.prefix_mismatch(name, 2, config=changed)
+    finally:
+        torch.set_num_threads(before)
     assert problem is not None and "seed 2 lstm" in problem and f"regenerate {name}" in problem
     quick = UNetConfig.quick
     monkeypatch.setattr(UNetConfig, "quick", lambda: quick().with_overrides(beta_end=0.04))
