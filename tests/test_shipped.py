@@ -13,6 +13,7 @@ import torch
 
 from spectral_lab.cli import main
 from spectral_lab.experiments import shipped
+from spectral_lab.experiments.architectures import UNetConfig
 from spectral_lab.experiments.grokking import PAPER_WEIGHT_DECAYS
 
 TINY = dataclasses.replace(
@@ -194,3 +195,28 @@ def test_a_shipment_of_plain_results_round_trips_and_is_checked(tmp_path, monkey
     changed = tiny.config(1).with_overrides(lr=tiny.config(1).lr * 1.02)
     problem = shipped.prefix_mismatch(tiny.name, 1, config=changed, records=records)
     assert problem is not None and "trunk" in problem
+
+
+def test_a_changed_architecture_fails_the_staleness_check(monkeypatch):
+    """architectures-quick ships four runs per seed; its staleness check trains the first 50 steps
+    of each on its whole schedule (``ChapterRuns.until``; rounding passes it in
+    test_the_shipped_records_match_the_code, under torch's default thread count). The LSTM's
+    learning rate changed by 2 % fails it, and a changed preset of any one kind makes the records
+    stale when they are loaded."""
+    name = "architectures-quick"
+    config = shipped.SHIPMENTS[name].config(2)
+    lstm = config.runs["lstm"]
+    changed = dataclasses.replace(
+        config, runs={**config.runs, "lstm": lstm.with_overrides(lr=lstm.lr * 1.02)}
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: one thread is as fast idle, and far faster under load
+    try:
+        problem = shipped.prefix_mismatch(name, 2, config=changed)
+    finally:
+        torch.set_num_threads(before)
+    assert problem is not None and "seed 2 lstm" in problem and f"regenerate {name}" in problem
+    quick = UNetConfig.quick
+    monkeypatch.setattr(UNetConfig, "quick", lambda: quick().with_overrides(beta_end=0.04))
+    with pytest.raises(shipped.ShippedRecordError, match=r"differs in runs.*stale"):
+        shipped.load(name, [1])

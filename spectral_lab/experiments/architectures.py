@@ -42,7 +42,7 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -70,6 +70,7 @@ __all__ = [
     "TransformerConfig",
     "UNetConfig",
     "CONFIGS",
+    "ChapterRuns",
     "ArchitectureRun",
     "train_architecture",
     "alignment_matrices",
@@ -536,6 +537,7 @@ def train_architecture(
     progress: bool | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
+    until: int | None = None,
 ) -> ArchitectureRun:
     """Train the config's model with tracked spectra, then measure pruning and alignment.
 
@@ -548,7 +550,19 @@ def train_architecture(
     model, optimizer, torch's RNG, the batch generator's state, the step and the config) every
     ``checkpoint_every`` steps and at the end. ``resume=True`` continues from those files; on the
     CPU the result is identical to a run that was never interrupted.
+
+    ``until`` trains only the first ``until`` steps, on the schedule of the whole run (warm-up
+    and cosine decay over ``config.steps``), and measures pruning and alignment there: the first
+    steps of the full run exactly, which a config with fewer ``steps`` is not (the staleness check
+    of the shipped records, :mod:`spectral_lab.experiments.shipped`). The record's metadata also
+    holds ``alignment_top``, the entry ``A_11`` of every alignment matrix (one per head).
     """
+    stop = config.steps if until is None else until
+    if not 0 < stop <= config.steps or (until is not None and (out is not None or resume)):
+        raise ValueError(
+            f"until must lie in [1, steps={config.steps}] and cannot be combined with out= or "
+            f"resume= (a shortened run is not saved), got until={until}"
+        )
     began = time.perf_counter()
     device = get_device(config.device)
     data = (config.make_data() if data is None else data).to(device)
@@ -600,7 +614,7 @@ def train_architecture(
     model.train()
     bar = progress_bar(progress, config.steps, start, desc=f"{config.kind} {config.preset}")
     try:
-        for step in range(start, config.steps):
+        for step in range(start, stop):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
             loss = config.loss(model, config.batch(data, step, generator))
@@ -626,6 +640,10 @@ def train_architecture(
         history=history.lists(),
         pruning=pruning,
         alignment={when: alignment_summary(m, config.top_k) for when, m in aligned.items()},
+        alignment_top={
+            when: {name: np.ravel(A[..., 0, 0]).tolist() for name, A in matrices.items()}
+            for when, matrices in aligned.items()
+        },
     )
     if out is not None:
         save(config.steps)
@@ -639,6 +657,61 @@ def train_architecture(
         time.perf_counter() - began,
         data,
     )
+
+
+@dataclass(frozen=True)
+class ChapterRuns:
+    """The chapter's four runs, one per kind of :data:`CONFIGS`, at one preset and one seed.
+
+    What the book ships of the chapter (:mod:`spectral_lab.experiments.shipped`): its ``asdict``
+    holds every kind's whole config, so the shipped records go stale when any kind's preset
+    changes. ``seed`` is every run's (it draws the initialisation; the minibatch order and the
+    data stay those of ``data_seed`` and ``corpus_seed``). ``until`` > 0 trains only the first
+    ``until`` steps of each run on its whole schedule (see :func:`train_architecture`).
+    """
+
+    preset: str
+    runs: dict[str, ArchitectureConfig]
+    seed: int = 0
+    until: int = 0
+
+    def __post_init__(self) -> None:
+        seeds = {kind: config.seed for kind, config in self.runs.items()}
+        if set(self.runs) != set(CONFIGS) or set(seeds.values()) != {self.seed}:
+            raise ValueError(
+                f"ChapterRuns needs one config of each kind ({', '.join(CONFIGS)}), all of seed "
+                f"{self.seed}; got seeds {seeds}: make it with ChapterRuns.from_preset(name)"
+                ".with_overrides(seed=...)"
+            )
+        if self.until < 0:
+            raise ValueError(f"until must be >= 0 (0: every run to its end), got {self.until}")
+
+    @classmethod
+    def from_preset(cls, name: str) -> ChapterRuns:
+        """Every kind's preset ``name`` (``quick`` or ``full``), seed 0."""
+        return cls(name, {kind: config.from_preset(name) for kind, config in CONFIGS.items()})
+
+    def with_overrides(self, *, seed: int | None = None, until: int | None = None) -> ChapterRuns:
+        """A copy with another ``seed`` (every run's) or ``until``."""
+        seed = self.seed if seed is None else seed
+        runs = {kind: config.with_overrides(seed=seed) for kind, config in self.runs.items()}
+        return replace(self, runs=runs, seed=seed, until=self.until if until is None else until)
+
+    @property
+    def device(self) -> str:
+        return self.runs["convnet"].device
+
+    def train(self, kinds=None, progress: bool | None = False) -> dict[str, ArchitectureRun]:
+        """The runs of ``kinds`` (default: all four), in the chapter's order, each on its data."""
+        kinds = list(self.runs) if kinds is None else list(kinds)
+        unknown = sorted(set(kinds) - set(self.runs))
+        if unknown:
+            raise ValueError(f"no kind {unknown}; the kinds are {', '.join(self.runs)}")
+        return {
+            kind: train_architecture(config, progress=progress, until=self.until or None)
+            for kind, config in self.runs.items()
+            if kind in kinds
+        }
 
 
 def _resume(config: ArchitectureConfig, out: Path, model: nn.Module, optimizer, device):
