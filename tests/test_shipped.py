@@ -120,6 +120,16 @@ def test_the_shipped_records_match_the_code():
         assert shipped.prefix_mismatch(name, seeds[0]) is None
 
 
+def test_a_changed_science_makes_the_shipped_weight_decay_sweep_stale():
+    """The sweep's shipment holds six runs a seed: the staleness check trains all six again (the
+    test above shows that their rounding passes) and a learning rate 2 % off fails it."""
+    shipment = shipped.SHIPMENTS["weight_decay-quick"]
+    changed = shipment.config(1).with_overrides(lr=shipment.config(1).lr * 1.02)
+    problem = shipped.prefix_mismatch("weight_decay-quick", 1, config=changed)
+    assert problem is not None and "records regenerate weight_decay-quick" in problem
+    assert "wd_" in problem  # names the run that differs
+
+
 def test_the_shipped_records_stay_small():
     entries = shipped.read_manifest()["records"].values()
     total = sum(e["bytes"] for e in entries)
@@ -131,6 +141,7 @@ def test_the_command_line_lists_and_checks_shipments(capsys):
     assert main(["records", "list"]) == 0
     out = capsys.readouterr().out
     assert "grokking-quick: quick scale, seeds 1-4, cpu" in out
+    assert "weight_decay-quick: quick scale, seeds 1-2, cpu" in out
     assert main(["records", "check", "nothing"]) == 2
     assert "no shipment" in capsys.readouterr().err
     assert main(["records", "list", "--seeds", "one"]) == 2

@@ -190,6 +190,13 @@ def _train_architectures(config) -> dict[str, RunRecord]:
     return {kind: run.record for kind, run in config.train(kinds).items()}
 
 
+def _train_weight_decay(config) -> dict[str, RunRecord]:
+    """Every run of a weight-decay sweep, labelled ``wd_<weight decay>``: the chapter reads each
+    weight decay's final rank, norm, time to generalise and pruned losses across seeds."""
+    records = weight_decay.run_weight_decay_sweep(config, progress=False)  # in configs()' order
+    return {weight_decay.sweep_label(c): r for c, r in zip(config.configs(), records, strict=True)}
+
+
 def _paper_grokking(preset: str, name: str | None = None, **settings) -> Shipment:
     return Shipment(
         name or f"grokking-{preset}", "grokking", grokking.GrokkingConfig, preset, (0,),
@@ -240,6 +247,11 @@ SHIPMENTS: dict[str, Shipment] = {
         Shipment(
             "architectures-quick", "architectures", architectures.ChapterRuns, "quick", (1, 2),
             _train_architectures, length="until", prefix=50,  # the whole schedule, cut (see until)
+        ),
+        Shipment(
+            "weight_decay-quick", "weight_decay", weight_decay.WeightDecaySweep, "quick", (1, 2),
+            _train_weight_decay, length="steps", prefix=100,  # snapshots every 100 steps
+            settings={"top_k": 3},  # as grokking-quick: the chapter reads no singular vectors
         ),
     )
 }  # fmt: skip
