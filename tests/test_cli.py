@@ -534,10 +534,13 @@ from spectral_lab import cli
 from spectral_lab.experiments import EXPERIMENTS
 
 def run(config, out, resume=False):  # as a library with a bare except would
-    swallowed = False
-    for _ in range(3000):
+    swallowed, deadline = False, time.monotonic() + 30
+    while time.monotonic() < deadline:
         try:
-            time.sleep(0.01)
+            if not swallowed:
+                print("training", file=sys.stderr, flush=True)  # inside the try: signal now
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
         except KeyboardInterrupt:
             if swallowed:
                 raise
@@ -565,6 +568,7 @@ def test_a_signal_stops_a_run_that_swallowed_it_once(tmp_path, signum):
     ) as process:
         try:
             assert "-> " in process.stderr.readline()
+            assert process.stderr.readline() == "training\n"  # the swallowing loop has begun
             process.send_signal(signum)
             err = process.stderr.read()
             status = process.wait(timeout=60)

@@ -25,8 +25,8 @@ TINY = dataclasses.replace(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # module: before the module's records are made
     """The shipped runs are small: one thread trains them as fast on an idle machine and far
     faster beside another test worker (6 x 100 grokking steps: 11 s against 165 s at load 9).
     Records made with one thread passing the check with two is shown by the rounding test, which
