@@ -117,7 +117,11 @@ class Snapshot:
 
 def vector_scales(V: np.ndarray, axis: int) -> np.ndarray:
     """Per-vector power-of-two scales ``2**e >= max|v| / 32767`` (1 for a zero vector)."""
-    top = np.abs(V).max(axis=axis, keepdims=True).astype(np.float32) / np.float32(_Q)
+    return _scales_of_maxima(np.abs(V).max(axis=axis, keepdims=True))
+
+
+def _scales_of_maxima(largest: np.ndarray) -> np.ndarray:
+    top = largest.astype(np.float32) / np.float32(_Q)
     mantissa, exponent = np.frexp(np.where(top > 0, top, 1))  # top = mantissa * 2**exponent
     return np.ldexp(np.float32(1), exponent - (mantissa == 0.5)).astype(np.float32)
 
@@ -141,6 +145,40 @@ def decode_vectors(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def round_vectors(V: np.ndarray, axis: int) -> np.ndarray:
     """``V`` at the record's storage precision (float32, each entry within ``max|v| / 32767``)."""
     return decode_vectors(*encode_vectors(np.asarray(V), axis))
+
+
+def round_vector_sets(vectors: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    """:func:`round_vectors` of many arrays at once, equal to it entry for entry.
+
+    ``vectors`` holds ``(V, axis)`` pairs. A snapshot holds two small arrays per matrix, and
+    numpy's cost per call, not per entry, dominated rounding them one by one (about 20 calls
+    each): here the vectors of every array with the same number of them are packed as columns
+    of one array, their maxima taken per segment, and all of them rounded in one pass.
+    """
+    out: list[np.ndarray | None] = [None] * len(vectors)
+    columns: dict[int, list[int]] = {}
+    for i, (V, axis) in enumerate(vectors):
+        k = V.shape[-1] if axis == -2 else V.shape[-2]
+        columns.setdefault((k, V.dtype), []).append(i)
+    for indices in columns.values():
+        parts = [
+            vectors[i][0] if vectors[i][1] == -2 else vectors[i][0].swapaxes(-1, -2)
+            for i in indices
+        ]  # each (length, k): one vector per column
+        if any(p.ndim != 2 or not p.size for p in parts):  # stacks, or empty: one by one
+            for i in indices:
+                out[i] = round_vectors(*vectors[i])
+            continue
+        lengths = np.array([len(p) for p in parts])
+        packed = np.concatenate(parts)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        scale = _scales_of_maxima(np.maximum.reduceat(np.abs(packed), starts, axis=0))
+        every = np.repeat(scale, lengths, axis=0)
+        rounded = (np.rint(packed / every) + 0).astype(np.float32) * every  # + 0: no -0.0
+        for i, start, length in zip(indices, starts, lengths):
+            part = rounded[start : start + length]
+            out[i] = part if vectors[i][1] == -2 else part.swapaxes(-1, -2)
+    return out  # type: ignore[return-value]
 
 
 def derived_agreement(U, Vh, U0, Vh0) -> np.ndarray:
@@ -389,10 +427,15 @@ class RunRecord:
             name: {f: np.asarray(v) for f, v in fields.items()} for name, fields in layers.items()
         }
         if has_vectors:
+            if self.vector_precision == "int16":
+                rounded = iter(
+                    round_vector_sets(
+                        [(f[v], axis) for f in rows.values() for v, axis in (("U", -2), ("Vh", -1))]
+                    )
+                )
+                for fields in rows.values():
+                    fields["U"], fields["Vh"] = next(rounded), next(rounded)
             for name, fields in rows.items():
-                if self.vector_precision == "int16":
-                    fields["U"] = round_vectors(fields["U"], axis=-2)
-                    fields["Vh"] = round_vectors(fields["Vh"], axis=-1)
                 first = self._layers[name].get("U")
                 U0, Vh0 = (
                     (first[0], self._layers[name]["Vh"][0])

@@ -223,6 +223,26 @@ def test_vectors_are_stored_as_int16_within_the_documented_precision(record, tmp
     assert json.loads(str(arrays["__meta__"]))["format_version"] == FORMAT_VERSION == 2
 
 
+def test_rounding_many_vector_sets_at_once_equals_rounding_each():
+    from spectral_lab.record import round_vector_sets, round_vectors
+
+    rng = np.random.default_rng(1)
+    items = []
+    for m, n, k in [(114, 128, 10), (384, 128, 10), (5, 3, 3), (7, 7, 7), (2, 9, 2)]:
+        for dtype in (np.float32, np.float64):
+            for size in (1.0, 3.0, 1e-30):  # 1e-30: scales far below 1
+                U = (size * rng.standard_normal((m, k))).astype(dtype)
+                U[:, 0] = 0  # a zero vector: scale 1, entries 0 (not -0)
+                U[0, 1] = -1e-9 * size  # rounds to zero from below
+                items += [(U, -2), ((size * rng.standard_normal((k, n))).astype(dtype), -1)]
+    items.append((rng.standard_normal((3, 5, 2)).astype(np.float32), -2))  # a stack
+    for (V, axis), got in zip(items, round_vector_sets(items), strict=True):
+        expected = round_vectors(V, axis)
+        assert got.shape == expected.shape and got.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+        assert not np.signbit(got[got == 0]).any()  # as decoded from int16: no negative zeros
+
+
 def test_metrics_from_a_loaded_record_are_within_1e_3_of_the_unrounded_ones(tmp_path):
     import torch
 
