@@ -48,7 +48,7 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 TERMINATED = 143  # 128 + SIGTERM
 
 #: ``sweep --engine``: the engines of :func:`spectral_lab.sweep` (a test keeps the two equal).
-ENGINES = ("serial", "local", "dask", "ray")
+ENGINES = ("serial", "processes", "local", "dask", "ray")
 
 #: How long a Dask client tries to reach ``--address`` before giving up (Dask's default is 30 s).
 DASK_CONNECT_TIMEOUT = "5s"
@@ -295,13 +295,16 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         default="serial",
         choices=ENGINES,
-        help="serial (default), local (worker processes here), dask (--address) or ray",
+        help="serial (default), processes (worker processes here), local (the same with Dask), "
+        "dask (--address) or ray",
     )
     sweep.add_argument(
         "--address",
         help="the Dask scheduler (tcp://host:8786) or Ray cluster (auto, ray://host:10001)",
     )
-    sweep.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    sweep.add_argument(
+        "--workers", type=int, help="processes or local: worker processes (default: one per core)"
+    )
     sweep.add_argument("--gpus", type=int, help="local: one worker per GPU; ray: one GPU per run")
     sweep.add_argument(
         "--retries",

@@ -98,7 +98,7 @@ def thread_policy() -> int:
     ``benchmarks/thread_load.py`` on 2 cores (200 steps of the quick grokking run):
     one thread 4.5 s idle and 4.5 s beside a busy core (1.01x); both threads 3.6 s
     idle and 9.6 s beside it (2.67x). One thread per process is the policy; run
-    several processes (``spectral_lab.sweep``'s local engine) to use more cores. A
+    several processes (``spectral_lab.sweep``'s ``processes`` engine) to use more cores. A
     GPU run is unaffected.
     """
     value = os.environ.get(THREADS_ENV, "").strip()
@@ -107,6 +107,14 @@ def thread_policy() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{THREADS_ENV}={value!r} must be a positive number of threads")
     return int(value)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the system says, else the count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def use_thread_policy() -> int:
@@ -155,6 +163,18 @@ def runs_dir() -> Path:
     Chapters execute in ``book/``; scripts and the command line in the repository root.
     """
     return Path("../runs") if Path.cwd().name == "book" else Path("runs")
+
+
+def chapter_engine() -> str:
+    """The sweep engine for a chapter's independent runs (:func:`spectral_lab.sweep`).
+
+    ``"processes"`` where quick runs train on this machine's CPU cores: one run per core, each
+    with the one thread of :func:`thread_policy`, so a run gives the numbers it gives in the
+    chapter's own process, in about half the time on two cores. ``"serial"`` at paper scale, on
+    a GPU (each run takes the whole device) and on a single core.
+    """
+    on_cpu = get_device("auto").type == "cpu"
+    return "processes" if run_mode() == "quick" and on_cpu and cpu_cores() > 1 else "serial"
 
 
 def run_mode() -> str:

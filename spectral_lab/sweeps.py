@@ -1,7 +1,7 @@
 """Running many configs at once: one call, three engines, a result store that makes sweeps
 resumable.
 
-``sweep(configs, run, engine="serial" | "local" | "dask", ...)`` calls
+``sweep(configs, run, engine="serial" | "processes" | "local" | "dask" | "ray", ...)`` calls
 ``run(config)`` for every config and returns the results in the order of
 ``configs``. ``run`` is a picklable top-level function of one config that
 returns a :class:`~spectral_lab.record.RunRecord`, e.g.
@@ -9,8 +9,15 @@ returns a :class:`~spectral_lab.record.RunRecord`, e.g.
 
 Engines:
 
-* ``"serial"`` - one run after the other in this process; no extra dependency
-  (what the tests and the book build use).
+* ``"serial"`` - one run after the other in this process; no extra dependency.
+* ``"processes"`` - worker processes on this machine from the standard library
+  (``concurrent.futures``, started by ``spawn``): ``workers`` of them (default:
+  one per core, at most one per run), each with the thread policy of
+  :func:`spectral_lab.runtime.use_thread_policy` (one thread unless
+  ``SPECTRAL_LAB_THREADS``), so a run gives the same numbers as in this process.
+  No extra dependency; what the book's chapters use to put both cores of a
+  laptop to work. A run whose worker dies is tried again in a new pool, up to
+  ``retries`` times.
 * ``"local"`` - a Dask ``LocalCluster`` on this machine: ``workers`` processes
   (default: one per CPU core, at most one per run), one thread each, no
   dashboard. Processes, not threads: torch runs hold the GIL between kernels.
@@ -109,7 +116,7 @@ from .files import atomic_write
 from .locks import output_lock
 from .record import FORMAT as RECORD_FORMAT
 from .record import RunRecord
-from .runtime import install_hint, progress_bar
+from .runtime import cpu_cores, install_hint, progress_bar, use_thread_policy
 
 __all__ = [
     "sweep",
@@ -126,7 +133,7 @@ __all__ = [
     "ENGINES",
 ]
 
-ENGINES = ("serial", "local", "dask", "ray")
+ENGINES = ("serial", "processes", "local", "dask", "ray")
 
 INSTALL_HINT = install_hint("dask")
 RAY_INSTALL_HINT = install_hint("ray")
@@ -588,23 +595,22 @@ def sweep(
     """``[run(config) for config in configs]``, on the chosen engine; results in the order of
     ``configs``.
 
-    ``engine``: ``"serial"``, ``"local"`` (``workers`` processes on this
-    machine), ``"dask"`` (``address``: a scheduler address or a Cluster
-    object) or ``"ray"`` (``address``: an existing Ray cluster, else a local
-    one with ``workers`` CPUs). ``out_dir``: save each result as it lands and
-    skip configs already there; ``label(config)`` prefixes the file names
-    (see the module docstring for the layout). ``retries``: resubmissions of
-    a run whose worker died. ``gpus``: one GPU per worker (``"local"``) or
-    per run (``"ray"``). Raises :class:`SweepError` (with the finished
-    results) if any run raised; :class:`StoreError` if ``out_dir`` cannot be
-    written (before any run) or a result cannot be saved (what was saved stays);
-    :class:`~spectral_lab.locks.OutputLocked` if another process holds ``out_dir``.
+    ``engine``: ``"serial"``, ``"processes"`` (``workers`` processes on this machine, standard
+    library), ``"local"`` (the same with Dask), ``"dask"`` (``address``: a scheduler address or
+    a Cluster object) or ``"ray"`` (``address``: an existing Ray cluster, else a local one with
+    ``workers`` CPUs). ``out_dir``: save each result as it lands and skip configs already there;
+    ``label(config)`` prefixes the file names (see the module docstring for the layout).
+    ``retries``: resubmissions of a run whose worker died. ``gpus``: one GPU per worker
+    (``"local"``) or per run (``"ray"``). Raises :class:`SweepError` (with the finished results)
+    if any run raised; :class:`StoreError` if ``out_dir`` cannot be written (before any run) or
+    a result cannot be saved (what was saved stays); :class:`~spectral_lab.locks.OutputLocked`
+    if another process holds ``out_dir``.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "dask" and address is None:
         raise ValueError('engine="dask" needs address= (a scheduler address or a Cluster object)')
-    if engine in ("serial", "local") and address is not None:
+    if engine in ("serial", "processes", "local") and address is not None:
         raise ValueError(f'address= is for engine="dask" or "ray", not {engine!r}')
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
@@ -666,6 +672,8 @@ def _sweep(configs, run, engine, address, retries, out_dir, progress, workers, g
                 for key, config in todo.items():
                     land(key, _call(run, config, outs[key]))
                     bar.update(1)
+            elif engine == "processes":
+                _run_processes(todo, outs, run, retries, workers, land, bar)
             elif engine == "ray":
                 _run_ray(address, todo, outs, run, retries, workers, gpus, land, bar)
             else:
@@ -686,6 +694,72 @@ def _sweep(configs, run, engine, address, retries, out_dir, progress, workers, g
     return results
 
 
+def _start_process_worker() -> None:
+    """A ``processes`` worker's set-up: the thread policy of the book's runs (one thread per
+    process unless ``SPECTRAL_LAB_THREADS``), so a run matches the same run in the parent."""
+    use_thread_policy()
+
+
+def _run_processes(todo: dict, outs: dict, run, retries: int, workers, land, bar) -> None:
+    """The ``processes`` engine: a ``concurrent.futures`` pool of spawned processes.
+
+    ``spawn``, not ``fork``: a forked child of a process whose OpenMP threads have run can hang.
+    A worker that dies breaks the whole pool, and the runs that were not finished cannot tell
+    which of them killed it: each is tried again in a new pool, up to ``retries`` times.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    remaining, deaths = dict(todo), dict.fromkeys(todo, 0)
+    while remaining:
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers or cpu_cores(), len(remaining)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_process_worker,
+        )
+        try:
+            futures = {
+                pool.submit(_call, run, config, outs[key]): key for key, config in remaining.items()
+            }
+            for future in as_completed(futures):
+                key = futures[future]
+                try:
+                    value = future.result()
+                except BrokenProcessPool:
+                    deaths[key] += 1
+                    if deaths[key] <= retries:
+                        continue  # in the next pool
+                    value = _Failed(
+                        "the worker process running this config died "
+                        + ("once" if deaths[key] == 1 else f"{deaths[key]} times")
+                        + " "
+                        "(killed, or out of memory); run it alone to see why\n"
+                        + traceback.format_exc()
+                    )
+                except Exception:  # e.g. a result that cannot be sent back
+                    value = _Failed(traceback.format_exc())
+                del remaining[key]
+                land(key, value)
+                bar.update(1)
+        except BaseException:  # interrupted (or a result could not be saved): stop the workers
+            _stop_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool) -> None:
+    """End a pool's processes now instead of after the runs they are in (Python 3.14 has
+    ``terminate_workers``; before, the pool's process table is the only handle)."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
 def _see_one_gpu(index: int) -> str:
     """Run on a worker before its first task: it sees GPU ``index`` only (CUDA reads this when it
     starts)."""
@@ -703,7 +777,7 @@ def _run_dask(
         # Dropped before any nanny spawns (see the module docstring): None removes the variable.
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             if engine == "local":
-                n = gpus or workers or min(len(todo), os.cpu_count() or 1)
+                n = gpus or workers or min(len(todo), cpu_cores())
                 cluster = distributed.LocalCluster(
                     n_workers=n,
                     threads_per_worker=1,
@@ -761,11 +835,7 @@ def _run_ray(address, todo: dict, outs: dict, run, retries: int, workers, gpus, 
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:
-        local = (
-            {}
-            if address is not None
-            else {"num_cpus": workers or min(len(todo), os.cpu_count() or 1)}
-        )
+        local = {} if address is not None else {"num_cpus": workers or min(len(todo), cpu_cores())}
         if gpus and address is None:
             local["num_gpus"] = gpus
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)

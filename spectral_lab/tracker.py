@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .record import RunRecord
+from .runtime import cpu_cores
 from .spectra import (
     _svd_checked,
     top_k_svd,
@@ -161,13 +162,6 @@ def _start_worker(threads: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
     except (AttributeError, OSError):  # not Linux, or not allowed: only the priority is lost
         pass
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def choose_route(shape: tuple[int, int], top_k: int) -> str:
@@ -351,8 +345,8 @@ class SpectralTracker:
         self._last_step = int(record.steps[-1]) if len(record) else None
         self.background = bool(background)
         self.max_in_flight = max_in_flight
-        self.worker_threads = max(1, _cores() - torch.get_num_threads())
-        if self.background and device.type == "cpu" and torch.get_num_threads() >= _cores():
+        self.worker_threads = max(1, cpu_cores() - torch.get_num_threads())
+        if self.background and device.type == "cpu" and torch.get_num_threads() >= cpu_cores():
             warnings.warn(
                 f"background=True on a CPU where torch uses all {torch.get_num_threads()} cores: "
                 "the tracker's thread "

@@ -117,3 +117,20 @@ def test_thread_policy_is_one_thread_unless_the_environment_says_otherwise(monke
                 thread_policy()
     finally:
         torch.set_num_threads(before)
+
+
+def test_chapter_runs_share_the_cores_only_where_quick_runs_train_on_a_cpu(monkeypatch):
+    from spectral_lab import runtime
+
+    monkeypatch.setenv("SPECTRAL_LAB_DEVICE", "cpu")
+    monkeypatch.setattr(runtime, "cpu_cores", lambda: 2)
+    monkeypatch.setenv("SPECTRAL_LAB_MODE", "quick")
+    assert runtime.chapter_engine() == "processes"
+    monkeypatch.setenv("SPECTRAL_LAB_MODE", "full")  # paper scale: each run takes the device
+    assert runtime.chapter_engine() == "serial"
+    monkeypatch.setenv("SPECTRAL_LAB_MODE", "quick")
+    monkeypatch.setattr(runtime, "cpu_cores", lambda: 1)  # one core: nothing to share
+    assert runtime.chapter_engine() == "serial"
+    monkeypatch.setattr(runtime, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "get_device", lambda name: torch.device("cuda"))  # a GPU
+    assert runtime.chapter_engine() == "serial"

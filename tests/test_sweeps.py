@@ -121,6 +121,84 @@ def test_local_engine_on_two_workers_matches_serial_and_reports_failures(tmp_pat
     busy.close()
 
 
+def test_processes_engine_matches_serial_and_reports_failures(tmp_path):
+    configs = [tiny(0), broken(), tiny(1)]
+    with pytest.raises(SweepError) as serial:
+        sweep(configs, train_record, engine="serial", progress=False)
+    with pytest.raises(SweepError) as processes:
+        sweep(
+            configs, train_record, engine="processes", workers=2, out_dir=tmp_path, progress=False
+        )
+    error = processes.value
+    assert [f.index for f in error.failures] == [1] and error.results[1] is None
+    assert "Invalid learning rate" in error.failures[0].traceback  # raised in the worker
+    for a, b in zip(serial.value.results, error.results):
+        if a is not None:
+            assert_same(a, b)  # one thread in the worker, as here: the same numbers
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        result_path(tmp_path, c).name for c in (configs[0], configs[2])
+    )
+
+
+def dies_once_per_marker(config) -> RunRecord:
+    """Kills its worker process while a marker file exists, removing it: a worker that dies."""
+    marker = Path(os.environ["SPECTRAL_LAB_TEST_MARKERS"]) / str(config.seed)
+    if marker.exists():
+        marker.unlink()
+        os._exit(1)
+    return train_record(config)
+
+
+def test_processes_engine_retries_the_runs_of_a_dead_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECTRAL_LAB_TEST_MARKERS", str(tmp_path))  # spawned workers inherit it
+    (tmp_path / "1").touch()  # seed 1's first attempt kills its worker (and breaks the pool)
+    configs = [tiny(0), tiny(1)]
+    records = sweep(configs, dies_once_per_marker, engine="processes", retries=1, progress=False)
+    for config, record in zip(configs, records):
+        assert_same(record, train_record(config))
+    (tmp_path / "3").touch()  # retries=0: seed 3's one death fails it, with the reason
+    with pytest.raises(SweepError) as info:
+        sweep([tiny(3)], dies_once_per_marker, engine="processes", retries=0, progress=False)
+    assert "worker process running this config died once" in info.value.failures[0].traceback
+
+
+def sleeps_long(config) -> None:
+    time.sleep(600)
+
+
+def test_an_interrupted_processes_sweep_stops_its_workers(monkeypatch):
+    """Ctrl-C in the parent (here: a KeyboardInterrupt from the progress bar) ends the runs in
+    flight at once instead of after their ten minutes."""
+    started = []
+
+    class InterruptingBar:
+        def update(self, n):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    real_stop = sweeps_module._stop_workers
+
+    def spy(pool):
+        started.extend(p.pid for p in pool._processes.values())
+        real_stop(pool)
+
+    monkeypatch.setattr(sweeps_module, "progress_bar", lambda *a, **k: InterruptingBar())
+    monkeypatch.setattr(sweeps_module, "_stop_workers", spy)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sweep([tiny(0), tiny(1)], _first_fast_then_slow, engine="processes", workers=2)
+    assert time.monotonic() - start < 120 and len(started) == 2
+    for pid in started:  # gone, not sleeping on
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _first_fast_then_slow(config):
+    return config.seed if config.seed == 0 else sleeps_long(config)
+
+
 def test_failing_config_is_reported_and_the_others_are_saved(tmp_path):
     configs = [tiny(0), broken(), tiny(1)]
     with pytest.raises(SweepError, match="1 of 3 runs failed") as info:

@@ -460,7 +460,7 @@ def test_nan_or_inf_is_found_in_the_decomposition_without_a_separate_pass(monkey
 def test_the_worker_sets_its_own_thread_count_from_the_free_cores(threads, monkeypatch):
     from spectral_lab import tracker as tracker_module
 
-    monkeypatch.setattr(tracker_module, "_cores", lambda: 4)
+    monkeypatch.setattr(tracker_module, "cpu_cores", lambda: 4)
     threads(1)
     model = mlp()
     tracker = SpectralTracker(model, every=1, background=True)
