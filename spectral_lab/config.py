@@ -51,7 +51,7 @@ OBSERVATION_FIELDS = (
 
 #: Fields that choose a random draw of the same setting: changing one keeps the preset's name
 #: (seed 3 of the quick preset is still a quick run).
-SEED_FIELDS = ("seed", "data_seed", "label_seed", "corpus_seed", "eval_seed")
+SEED_FIELDS = ("seed", "data_seed", "label_seed", "corpus_seed", "eval_seed", "brain_seed")
 
 
 def coerce_value(name: str, kind: Any, value: Any) -> Any:

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 
 import spectral_lab.experiments.grokking as training
 from spectral_lab.curves import mean_norm_eff_rank, time_to_generalize
-from spectral_lab.experiments.grokking import GrokkingConfig, checkpoint_path, load_or_train, train
+from spectral_lab.experiments.grokking import (
+    GrokkingConfig,
+    checkpoint_path,
+    load_or_train,
+    load_or_train_all,
+    train,
+)
 from spectral_lab.files import atomic_write
 from spectral_lab.models import ModularTransformer
 from spectral_lab.record import RunRecord
@@ -256,6 +262,30 @@ def test_a_quick_record_is_never_shown_as_full(tmp_path, capsys):
     record = load_or_train(GrokkingConfig.full(), path, fallback=small, progress=False)
     assert record.meta["preset"] == "tiny_fallback" and record.steps[-1] == 10
     assert path.read_bytes() == saved  # the file is left as it is
+    assert "differs in" in capsys.readouterr().out
+
+
+def test_load_or_train_all_loads_what_is_there_and_trains_the_rest_on_an_engine(tmp_path, capsys):
+    stored = tmp_path / "stored.npz"
+    kept = train(TINY, progress=False, out=stored).record
+    other = replace(TINY, preset="tiny_other", seed=1)
+    small = replace(TINY, preset="tiny_fallback", steps=10)
+    records = load_or_train_all(
+        {
+            "stored": (TINY, stored, None),  # there: loaded
+            "new": (other, tmp_path / "new.npz", None),  # missing: trained and saved
+            "fallback": (GrokkingConfig.full(), stored, small),  # differs: the fallback, unsaved
+        },
+        engine="processes",
+        workers=2,
+        progress=False,
+    )
+    assert list(records) == ["stored", "new", "fallback"]
+    same_records(records["stored"], kept)
+    same_records(records["new"], train(other, progress=False).record)  # the worker's = here
+    same_records(RunRecord.load(tmp_path / "new.npz"), records["new"])
+    assert records["fallback"].meta["preset"] == "tiny_fallback"
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["new.npz", "stored.npz"]
     assert "differs in" in capsys.readouterr().out
 
 

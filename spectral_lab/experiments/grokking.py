@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from ..models import ModularMLP, ModularTransformer
 from ..pruning import svd_pruning_losses
 from ..record import RunRecord, plain_config
 from ..runtime import get_device, progress_bar, seed_everything
+from ..sweeps import sweep
 from ..tracker import SpectralTracker
 from .classifier import loss_and_accuracy
 
@@ -52,6 +53,9 @@ __all__ = [
     "load_checkpoint",
     "check_record",
     "load_or_train",
+    "load_or_train_all",
+    "TrainingJob",
+    "run_training_job",
     "HISTORY_FIELDS",
     "PAPER_WEIGHT_DECAYS",
     "EXPERIMENT",
@@ -526,6 +530,54 @@ def load_or_train(
     ``path`` when nothing is there yet; a fallback run and an occupied
     ``path`` are never written, so a paper-scale record is never overwritten.
     """
+    found = _stored_or_job(config, path, fallback)
+    if isinstance(found, RunRecord):
+        return found
+    return train(found.config, progress=progress, out=found.out).record
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """A run :func:`load_or_train_all` hands to a sweep engine: what to train, and where to keep
+    it (``None``: nowhere)."""
+
+    config: GrokkingConfig
+    out: str | None = None
+
+
+def run_training_job(job: TrainingJob) -> RunRecord:
+    """The ``run`` of :func:`load_or_train_all`'s sweep (top level, so a worker process can
+    import it)."""
+    return train(job.config, progress=False, out=job.out).record
+
+
+def load_or_train_all(
+    requests: Mapping[str, tuple[GrokkingConfig, str | os.PathLike, GrokkingConfig | None]],
+    engine: str = "serial",
+    progress: bool | None = None,
+    **engine_options,
+) -> dict[str, RunRecord]:
+    """:func:`load_or_train` of several runs, the ones to train on a sweep engine at once.
+
+    ``requests`` maps a name to ``(config, path, fallback)`` as :func:`load_or_train` takes
+    them; the records come back under the same names. With ``engine="processes"`` the runs
+    that have to be trained share this machine's cores (one run per core, each with one thread:
+    the same numbers as here, see :mod:`spectral_lab.sweeps`); ``engine_options`` (``workers``,
+    ``retries``, ...) go to :func:`spectral_lab.sweep`.
+    """
+    found = {name: _stored_or_job(*request) for name, request in requests.items()}
+    jobs = {name: job for name, job in found.items() if isinstance(job, TrainingJob)}
+    trained = sweep(
+        list(jobs.values()), run_training_job, engine=engine, progress=progress, **engine_options
+    )
+    found.update(zip(jobs, trained))
+    return found
+
+
+def _stored_or_job(
+    config: GrokkingConfig, path: str | os.PathLike, fallback: GrokkingConfig | None
+) -> RunRecord | TrainingJob:
+    """:func:`load_or_train`'s choice, without training: the matching record, or what to train."""
     path = Path(path)
     if path.exists():
         record = RunRecord.load(path)
@@ -544,10 +596,10 @@ def load_or_train(
             f"{path} {why} from the {config.preset!r} preset; training {chosen.preset!r} here "
             "instead (the file is left as it is)"
         )
-        return train(chosen, progress=progress).record
+        return TrainingJob(chosen)
     if fallback is not None:
-        return train(fallback, progress=progress).record
-    return train(config, progress=progress, out=path).record
+        return TrainingJob(fallback)
+    return TrainingJob(config, str(path))
 
 
 # ---- the command line: python -m spectral_lab run grokking --preset full --out runs/grok.npz -----

@@ -3,8 +3,8 @@
 * :class:`WeightDecaySweep` - the runs; ``configs()`` gives one
   :class:`~spectral_lab.experiments.grokking.GrokkingConfig` per weight decay.
 * :func:`run_weight_decay_sweep` - trains them through :func:`spectral_lab.sweep`
-  (serial by default; ``engine="local"``, ``"dask"`` or ``"ray"`` spread the runs over
-  processes or machines). With an ``out`` folder every run lands as
+  (serial by default; ``engine="processes"``, ``"local"``, ``"dask"`` or ``"ray"`` spread
+  the runs over processes or machines). With an ``out`` folder every run lands as
   ``out/wd_<wd>-<config key>.npz`` when it finishes and keeps a checkpoint under
   ``out/partial/`` while it runs, so a sweep interrupted on a GPU resumes where it
   stopped, run by run and step by step.
@@ -169,11 +169,16 @@ def run_weight_decay_sweep(
 
 
 def load_or_run_sweep(
-    weight_decay_sweep, out: str | os.PathLike, fallback=None, progress: bool | None = None
+    weight_decay_sweep,
+    out: str | os.PathLike,
+    fallback=None,
+    progress: bool | None = None,
+    engine: str = "serial",
+    **engine_options,
 ) -> list[RunRecord]:
     """The records of the sweep from the folder ``out`` if every run is there and finished;
-    otherwise ``fallback`` (default: the sweep itself) run in place, serially, without writing
-    anything.
+    otherwise ``fallback`` (default: the sweep itself) run here on ``engine`` (serial by
+    default; ``"processes"`` puts every core of this machine to work), without writing anything.
 
     All or nothing, so that one figure never mixes paper-scale and quick runs.
     A record belongs to a run when its file name carries the run's config key
@@ -190,7 +195,10 @@ def load_or_run_sweep(
             "running the sweep here instead"
         )
     return run_weight_decay_sweep(
-        weight_decay_sweep if fallback is None else fallback, progress=progress
+        weight_decay_sweep if fallback is None else fallback,
+        progress=progress,
+        engine=engine,
+        **engine_options,
     )
 
 
