@@ -169,12 +169,20 @@ def chapter_engine() -> str:
     """The sweep engine for a chapter's independent runs (:func:`spectral_lab.sweep`).
 
     ``"processes"`` where quick runs train on this machine's CPU cores: one run per core, each
-    with the one thread of :func:`thread_policy`, so a run gives the numbers it gives in the
-    chapter's own process, in about half the time on two cores. ``"serial"`` at paper scale, on
-    a GPU (each run takes the whole device) and on a single core.
+    with the one thread of :func:`thread_policy` (:func:`process_workers`), so a run gives the
+    numbers it gives in the chapter's own process, in about half the time on two cores.
+    ``"serial"`` at paper scale, on a GPU (each run takes the whole device) and where the cores
+    hold one run's threads only.
     """
     on_cpu = get_device("auto").type == "cpu"
-    return "processes" if run_mode() == "quick" and on_cpu and cpu_cores() > 1 else "serial"
+    return "processes" if run_mode() == "quick" and on_cpu and process_workers() > 1 else "serial"
+
+
+def process_workers() -> int:
+    """How many runs this machine trains side by side: one per :func:`thread_policy`'s share of
+    its cores (two threads per run on two cores: one run, as threads beside a busy core wait
+    for each other; see :func:`thread_policy`)."""
+    return max(1, cpu_cores() // thread_policy())
 
 
 def run_mode() -> str:

@@ -11,13 +11,13 @@ Engines:
 
 * ``"serial"`` - one run after the other in this process; no extra dependency.
 * ``"processes"`` - worker processes on this machine from the standard library
-  (``concurrent.futures``, started by ``spawn``): ``workers`` of them (default:
-  one per core, at most one per run), each with the thread policy of
-  :func:`spectral_lab.runtime.use_thread_policy` (one thread unless
-  ``SPECTRAL_LAB_THREADS``), so a run gives the same numbers as in this process.
-  No extra dependency; what the book's chapters use to put both cores of a
-  laptop to work. A run whose worker dies is tried again in a new pool, up to
-  ``retries`` times.
+  (``concurrent.futures``, started by ``spawn``): ``workers`` of them (default: one per core,
+  fewer where ``SPECTRAL_LAB_THREADS`` gives each run several, at most one per run;
+  :func:`spectral_lab.runtime.process_workers`), each with the thread policy of
+  :func:`spectral_lab.runtime.use_thread_policy` (one thread unless ``SPECTRAL_LAB_THREADS``),
+  so a run gives the same numbers as in this process. No extra dependency; what the book's
+  chapters use to put both cores of a laptop to work. A run whose worker dies is tried again in
+  a new pool, up to ``retries`` times.
 * ``"local"`` - a Dask ``LocalCluster`` on this machine: ``workers`` processes
   (default: one per CPU core, at most one per run), one thread each, no
   dashboard. Processes, not threads: torch runs hold the GIL between kernels.
@@ -116,7 +116,7 @@ from .files import atomic_write
 from .locks import output_lock
 from .record import FORMAT as RECORD_FORMAT
 from .record import RunRecord
-from .runtime import cpu_cores, install_hint, progress_bar, use_thread_policy
+from .runtime import cpu_cores, install_hint, process_workers, progress_bar, use_thread_policy
 
 __all__ = [
     "sweep",
@@ -714,7 +714,7 @@ def _run_processes(todo: dict, outs: dict, run, retries: int, workers, land, bar
     remaining, deaths = dict(todo), dict.fromkeys(todo, 0)
     while remaining:
         pool = ProcessPoolExecutor(
-            max_workers=min(workers or cpu_cores(), len(remaining)),
+            max_workers=min(workers or process_workers(), len(remaining)),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_process_worker,
         )

@@ -132,5 +132,9 @@ def test_chapter_runs_share_the_cores_only_where_quick_runs_train_on_a_cpu(monke
     monkeypatch.setattr(runtime, "cpu_cores", lambda: 1)  # one core: nothing to share
     assert runtime.chapter_engine() == "serial"
     monkeypatch.setattr(runtime, "cpu_cores", lambda: 2)
+    monkeypatch.setenv("SPECTRAL_LAB_THREADS", "2")  # two threads a run: the cores hold one run
+    assert runtime.process_workers() == 1 and runtime.chapter_engine() == "serial"
+    monkeypatch.setattr(runtime, "cpu_cores", lambda: 8)
+    assert runtime.process_workers() == 4 and runtime.chapter_engine() == "processes"
     monkeypatch.setattr(runtime, "get_device", lambda name: torch.device("cuda"))  # a GPU
     assert runtime.chapter_engine() == "serial"
