@@ -1,4 +1,4 @@
-"""Running many configs at once: one call, three engines, a result store that makes sweeps
+"""Running many configs at once: one call, five engines, a result store that makes sweeps
 resumable.
 
 ``sweep(configs, run, engine="serial" | "processes" | "local" | "dask" | "ray", ...)`` calls
@@ -694,12 +694,6 @@ def _sweep(configs, run, engine, address, retries, out_dir, progress, workers, g
     return results
 
 
-def _start_process_worker() -> None:
-    """A ``processes`` worker's set-up: the thread policy of the book's runs (one thread per
-    process unless ``SPECTRAL_LAB_THREADS``), so a run matches the same run in the parent."""
-    use_thread_policy()
-
-
 def _run_processes(todo: dict, outs: dict, run, retries: int, workers, land, bar) -> None:
     """The ``processes`` engine: a ``concurrent.futures`` pool of spawned processes.
 
@@ -716,7 +710,7 @@ def _run_processes(todo: dict, outs: dict, run, retries: int, workers, land, bar
         pool = ProcessPoolExecutor(
             max_workers=min(workers or process_workers(), len(remaining)),
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_process_worker,
+            initializer=use_thread_policy,  # the parent's threads per run: the same numbers
         )
         try:
             futures = {
