@@ -21,10 +21,12 @@ The tracker attaches nothing to the model (no hooks, no global state): it
 reads the parameters when ``step`` says a snapshot is due.
 
 Cost (issue 17, ``benchmarks/tracking.py``): a snapshot is one batched decomposition per
-group of equal shapes plus one copy to the host. From rank 256 on, the ``values+topk``
-route computes every singular value with ``svdvals`` and only the top-k vectors (a checked
-randomized method that falls back to the full SVD where gaps are too small to trust it);
-``background=True`` moves the decompositions to a worker thread with its own thread budget
+group of equal shapes plus one copy to the host. From rank 256 on, the CPU takes the
+``bidiagonal`` route: every singular value and only the top-k vectors from one bidiagonal
+reduction (:mod:`spectral_lab.bidiagonal`, LAPACK's ``gesvdx`` method; as accurate as the full
+SVD, with or without a spectral gap, in 0.4-0.7 of its time); a GPU takes ``values+topk`` (a
+checked randomized method that falls back to the full SVD where gaps are too small to trust
+it). ``background=True`` moves the decompositions to a worker thread with its own thread budget
 and a bounded number of weight copies in flight.
 """
 
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .bidiagonal import top_k_svd_bidiagonal
 from .record import RunRecord
 from .runtime import cpu_cores
 from .spectra import (
@@ -53,14 +56,17 @@ from .views import LayerSelector, MatrixRef, _layer_name, find_matrices
 
 __all__ = ["SpectralTracker", "infer_pairs", "ROUTES", "snapshot_cost"]
 
-#: How a snapshot decomposes a matrix: ``"full"`` (``torch.linalg.svd``, the reference) or
+#: How a snapshot decomposes a matrix: ``"full"`` (``torch.linalg.svd``, the reference),
 #: ``"values+topk"`` (:func:`spectral_lab.spectra.top_k_svd`: ``svdvals`` for every value, a
-#: checked randomized method for the top-k vectors, the full SVD where the check fails).
-ROUTES = ("full", "values+topk")
+#: checked randomized method for the top-k vectors, the full SVD where the check fails; any
+#: device) or ``"bidiagonal"`` (:func:`spectral_lab.bidiagonal.top_k_svd_bidiagonal`: every value
+#: and the top-k vectors from one bidiagonal reduction by LAPACK, exact without a gap; CPU only).
+ROUTES = ("full", "values+topk", "bidiagonal")
 
-# "auto" picks values+topk where svdvals saves more than the top-k vectors cost: measured with
-# benchmarks/tracking.py (torch 2.13, CPU), svdvals is 0.5-0.85 of the full SVD and the
-# subspace iteration a few matmuls of width 2k, which pay off from R = min(m, n) ~ 256 on.
+# "auto" leaves the full SVD where the top-k routes save more than they cost: measured with
+# benchmarks/tracking.py (torch 2.13, CPU, one thread), the bidiagonal route takes 0.73 of the
+# full SVD at 256^2, 0.5 at 512^2 and 0.4 at 1024^2, but 1.4 at 128^2 (a fixed ~0.3 ms of calls
+# per matrix), and the randomized route (GPU) pays off from about the same rank.
 _TOPK_MIN_RANK = 256
 # Cost model for the warning before a slow or large snapshot: the full SVD of an (m, n) matrix
 # takes about m n R "units" at this many units per second per CPU thread (measured: 2.5e9 at
@@ -68,7 +74,7 @@ _TOPK_MIN_RANK = 256
 # this fraction of it.
 _CPU_UNITS_PER_SECOND = 0.8e9
 _CUDA_UNITS_PER_SECOND = 5e10
-_SVDVALS_FRACTION = 0.6
+_ROUTE_FRACTION = {"full": 1.0, "values+topk": 0.6, "bidiagonal": 0.5}
 SLOW_SNAPSHOT_SECONDS = 10.0
 LARGE_SNAPSHOT_BYTES = 512 * 2**20
 
@@ -164,11 +170,19 @@ def _start_worker(threads: int) -> None:
         pass
 
 
-def choose_route(shape: tuple[int, int], top_k: int) -> str:
-    """The faster route for one ``(m, n)`` matrix keeping ``top_k`` vectors (see :data:`ROUTES`)."""
+def choose_route(shape: tuple[int, int], top_k: int, device: str | torch.device = "cpu") -> str:
+    """The faster route for one ``(m, n)`` matrix keeping ``top_k`` vectors on ``device`` (see
+    :data:`ROUTES`): ``"full"`` below rank 256 or where ``top_k`` is a large part of the rank,
+    else ``"bidiagonal"`` on the CPU and ``"values+topk"`` elsewhere."""
     R = min(shape)
     k = min(top_k, R)
-    return "values+topk" if R >= _TOPK_MIN_RANK and 4 * (k + max(10, k)) <= R else "full"
+    if R < _TOPK_MIN_RANK or 4 * (k + max(10, k)) > R:
+        return "full"
+    return "bidiagonal" if torch.device(device).type == "cpu" else "values+topk"
+
+
+def _cheaper_route(device: torch.device) -> str:
+    return "bidiagonal" if device.type == "cpu" else "values+topk"
 
 
 def snapshot_cost(
@@ -181,8 +195,9 @@ def snapshot_cost(
     """Estimated ``(seconds, peak bytes)`` of one snapshot of matrices of these shapes.
 
     A rough model (module constants, measured on a CPU): the full SVD of an ``(m, n)``
-    matrix costs ``m n R`` units, ``svdvals`` about 0.6 of it; memory is the matrix, its copy
-    in the decomposition, ``U``, ``Vh`` and LAPACK's ``~4 R^2`` workspace.
+    matrix costs ``m n R`` units, the ``values+topk`` route about 0.6 of it and the
+    ``bidiagonal`` route 0.5; memory is the matrix, its copy in the decomposition, ``U`` and
+    ``Vh`` (full route only) and LAPACK's ``~4 R^2`` workspace.
     """
     rate = (
         _CUDA_UNITS_PER_SECOND
@@ -193,8 +208,7 @@ def snapshot_cost(
     for i, (m, n) in enumerate(shapes):
         R = min(m, n)
         chosen = route if isinstance(route, str) else list(route.values())[i]
-        factor = _SVDVALS_FRACTION if chosen == "values+topk" else 1.0
-        seconds += factor * m * n * R / rate
+        seconds += _ROUTE_FRACTION[chosen] * m * n * R / rate
         peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
     return seconds, peak
 
@@ -246,11 +260,12 @@ class SpectralTracker:
         path: where :meth:`close` saves the record (the training callbacks call
             it at the end of training); ``None`` keeps it in memory only.
         route: how each matrix is decomposed (:data:`ROUTES`): ``"auto"`` (default)
-            picks per shape and ``top_k`` (:func:`choose_route`): ``"values+topk"``
-            from rank 256 on, ``"full"`` below. The record's metadata keeps the route
-            of every layer (``svd_routes``) and the steps where ``values+topk`` fell
-            back to the full SVD (``svd_fallbacks``); a resumed record keeps its
-            routes, and an explicit route that differs from them is refused.
+            picks per shape, ``top_k`` and device (:func:`choose_route`): from rank 256
+            on ``"bidiagonal"`` on the CPU and ``"values+topk"`` on a GPU, ``"full"``
+            below. The record's metadata keeps the route of every layer
+            (``svd_routes``) and the steps where a top-k route fell back to the full
+            SVD (``svd_fallbacks``); a resumed record keeps its routes, and an explicit
+            route that differs from them is refused.
         background: decompose on a worker thread while training goes on. The
             weights are copied (and checked for NaN) at the step itself; the SVDs
             run on the copies, so the record is the same as without it. The worker
@@ -319,6 +334,11 @@ class SpectralTracker:
         self.refs = find_matrices(model, _translate_tied(model, layers))
         self._by_name = {ref.name: ref for ref in self.refs}
         device = self._check_weights(model)
+        if route == "bidiagonal" and device.type != "cpu":
+            raise ValueError(
+                f"route='bidiagonal' runs on the CPU (LAPACK) and the weights are on {device}: "
+                "use route='auto' (the randomized 'values+topk' route there) or 'full'"
+            )
         self.pairs = self._resolve_pairs(pairs)
         shapes = {ref.name: ref.shape for ref in self.refs}
         if route == "auto" and record is not None and "svd_routes" in record.meta:
@@ -327,7 +347,7 @@ class SpectralTracker:
             self.routes = dict.fromkeys(shapes, "full")  # format-1 records: the full SVD
         else:
             self.routes = {
-                n: choose_route(s, self.top_k) if route == "auto" else route
+                n: choose_route(s, self.top_k, device) if route == "auto" else route
                 for n, s in shapes.items()
             }
         if record is None:
@@ -339,7 +359,7 @@ class SpectralTracker:
         record.meta["svd_routes"] = dict(self.routes)
         fallbacks = record.meta.setdefault("svd_fallbacks", {})
         for name, chosen in self.routes.items():
-            if chosen == "values+topk":
+            if chosen != "full":
                 fallbacks.setdefault(name, [])
         self._record = record
         self._last_step = int(record.steps[-1]) if len(record) else None
@@ -420,9 +440,10 @@ class SpectralTracker:
         if seconds < SLOW_SNAPSHOT_SECONDS and peak < LARGE_SNAPSHOT_BYTES:
             return
         if any(r == "full" for r in self.routes.values()):
-            cheaper, _ = snapshot_cost(shapes, "values+topk", device, threads)
+            route = _cheaper_route(device)
+            cheaper, _ = snapshot_cost(shapes, route, device, threads)
             advice = (
-                f"route='values+topk' (all values by svdvals, only the top-{self.top_k} vectors) "
+                f"route={route!r} (all values, only the top-{self.top_k} vectors) "
                 f"would take about {cheaper:.0f} s"
             )
         else:
@@ -567,7 +588,7 @@ class SpectralTracker:
         """The route for ``name`` at this snapshot: ``values+topk`` only where the previous
         spectrum predicts its check will pass (:func:`top_k_svd_likely_exact`)."""
         if self.routes[name] != "values+topk":
-            return "full"
+            return self.routes[name]
         S = self._last_spectrum.get(name)
         return "values+topk" if S is not None and top_k_svd_likely_exact(S, self.top_k) else "full"
 
@@ -575,7 +596,7 @@ class SpectralTracker:
         self, step: int, views: dict[str, torch.Tensor]
     ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
         """Every field of every matrix on the host, with one device-to-host copy, and the names
-        of the ``values+topk`` matrices decomposed by the full SVD at this step."""
+        of the top-k-route matrices decomposed by the full SVD at this step."""
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name, W in views.items():
             groups[(tuple(W.shape), W.dtype, W.device, self._route_now(name))].append(name)
@@ -590,6 +611,9 @@ class SpectralTracker:
                 if route == "full":
                     U, S, Vh = _svd_checked(A)
                     U, Vh, exact = U[..., :k], Vh[..., :k, :], None
+                elif route == "bidiagonal":  # LAPACK threads: this thread's torch count
+                    U, S, Vh, exact = top_k_svd_bidiagonal(A, k)
+                    exact = exact.to(S.dtype)
                 else:
                     U, S, Vh, exact = top_k_svd(A, k)
                     exact = exact.to(S.dtype)
@@ -612,7 +636,7 @@ class SpectralTracker:
                 host[name] = {"singular_values": S[j], "U": U[j], "Vh": Vh[j]}
                 spectra.append(S[j])
                 rows.append(name)
-                if exact[j] and self.routes[name] == "values+topk":
+                if exact[j] and self.routes[name] != "full":
                     fallbacks.append(name)
         # every matrix's metrics in one vectorised pass over the spectra, zero-padded to the
         # longest (zeros add nothing to the sums): effective rank exp(-sum p log p) with

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "spectral_lab"
 
 LENS = {
     "spectra",
+    "bidiagonal",
     "views",
     "tracker",
     "record",

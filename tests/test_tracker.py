@@ -11,6 +11,7 @@ from torch import nn
 
 from spectral_lab import RunRecord, SpectralTracker
 from spectral_lab import spectra as sp
+from spectral_lab.tracker import choose_route
 
 
 def test_snapshots_follow_the_cadence_and_scalars_align():
@@ -284,6 +285,14 @@ def test_cuda_record_matches_cpu(cuda):
         np.testing.assert_allclose(gpu.norm_eff_rank([name]), cpu.norm_eff_rank([name]), rtol=1e-4)
 
 
+@pytest.mark.gpu
+def test_the_bidiagonal_route_is_refused_on_a_gpu_where_auto_takes_the_randomized_one(cuda):
+    model = nn.Sequential(nn.Linear(300, 300)).to(cuda)
+    with pytest.raises(ValueError, match="route='bidiagonal' runs on the CPU"):
+        SpectralTracker(model, route="bidiagonal")
+    assert SpectralTracker(model).routes == {"0": "values+topk"}
+
+
 # ---- background=True: the SVDs on a worker thread, the same record
 # ----------------------------------
 @pytest.fixture
@@ -340,7 +349,7 @@ def test_background_tracking_refuses_nan_at_the_step_and_raises_worker_errors(mo
     assert list(tracker.record.steps) == [0]
 
 
-# ---- routes (issue 17.2): values+topk where it is faster, recorded, never mixed silently
+# ---- routes (issue 17.2): a top-k route where it is faster, recorded, never mixed silently
 # --------------------------------------------------------------------------------------------
 def _trained_like_stack(n_layers: int = 2, width: int = 120, seed: int = 0) -> nn.Sequential:
     """Square layers whose spectra decay with gaps at the top (as after training)."""
@@ -358,8 +367,11 @@ def _trained_like_stack(n_layers: int = 2, width: int = 120, seed: int = 0) -> n
 def test_auto_route_by_shape_is_recorded_and_matches_the_full_svd():
     model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 20))
     tracker = SpectralTracker(model, every=1, top_k=10)
-    assert tracker.routes == {"0": "values+topk", "1": "full"}
-    assert tracker.record.meta["svd_routes"] == {"0": "values+topk", "1": "full"}
+    assert tracker.routes == {"0": "bidiagonal", "1": "full"}
+    assert tracker.record.meta["svd_routes"] == {"0": "bidiagonal", "1": "full"}
+    # LAPACK's bidiagonal route is the CPU's; a GPU takes the randomized one
+    assert choose_route((300, 300), 10, "cuda") == "values+topk"
+    assert choose_route((300, 300), 80, "cpu") == "full"  # k a large part of the rank
 
     trained = _trained_like_stack()  # 120 wide: auto would pick "full"; the route is forced
     fast = SpectralTracker(trained, every=1, top_k=10, route="values+topk")
@@ -382,6 +394,31 @@ def test_auto_route_by_shape_is_recorded_and_matches_the_full_svd():
             x, y = a.series(name, field), b.series(name, field)
             axis = 1 if field == "U" else 2
             np.testing.assert_allclose(np.abs((x * y).sum(axis)), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(300, 300), (260, 400), (400, 260)])
+def test_the_bidiagonal_route_equals_the_full_svd_with_or_without_a_gap(shape):
+    """At initialisation (near-degenerate top values, where the randomized route falls back) and
+    after a few steps, without falling back: the record of the bidiagonal route matches the
+    full SVD's to the record's own rounding."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(shape[1], shape[0]))
+    fast = SpectralTracker(model, every=1, top_k=10)
+    full = SpectralTracker(model, every=1, top_k=10, route="full")
+    assert fast.routes == {"0": "bidiagonal"}
+    for step in range(2):
+        for tracker in (fast, full):
+            tracker.step(step, model)
+        with torch.no_grad():  # a rank-one push opens a gap at the top
+            model[0].weight += 3 * torch.outer(torch.randn(shape[0]), torch.randn(shape[1])) / 300
+    assert fast.record.meta["svd_fallbacks"] == {"0": []}
+    a, b = fast.record, full.record
+    np.testing.assert_allclose(a.singular_values("0"), b.singular_values("0"), rtol=0, atol=1e-5)
+    for field, axis in (("U", 1), ("Vh", 2)):
+        x, y = a.series("0", field), b.series("0", field)
+        np.testing.assert_allclose(np.abs((x * y).sum(axis)), 1.0, atol=1e-4)
+    for metric in ("fro_norm", "norm_eff_rank", "stable_rank"):
+        np.testing.assert_allclose(a.series("0", metric), b.series("0", metric), rtol=1e-5)
 
 
 def test_the_route_falls_back_at_initialisation_and_says_so():
@@ -591,7 +628,7 @@ def test_a_slow_or_large_snapshot_warns_once_with_the_estimate_and_the_cheaper_r
 
     monkeypatch.setattr(tracker_module, "SLOW_SNAPSHOT_SECONDS", 1e-9)
     model = mlp()
-    with pytest.warns(RuntimeWarning, match=r"will take about .* s and .* MiB.*route='values"):
+    with pytest.warns(RuntimeWarning, match=r"will take about .* s and .* MiB.*route='bidiagonal'"):
         tracker = SpectralTracker(model, every=1, route="full")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

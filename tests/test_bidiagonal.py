@@ -1,0 +1,100 @@
+"""The bidiagonal route (issue 17.2): every singular value and the top-k vectors from one LAPACK
+bidiagonal reduction, checked against a float64 SVD with and without a spectral gap."""
+
+import numpy as np
+import pytest
+import torch
+
+from spectral_lab import bidiagonal
+from spectral_lab.bidiagonal import top_k_svd_bidiagonal, values_and_top_vectors
+
+
+def _matrix(shape, gap: bool, dtype=np.float32, seed=0) -> np.ndarray:
+    """Gaussian (initialisation: the top values nearly degenerate), or with five directions
+    standing above the bulk (as after training)."""
+    rng = np.random.default_rng(seed)
+    m, n = shape
+    W = rng.standard_normal((m, n)) / np.sqrt(n)
+    if gap:
+        W += (rng.standard_normal((m, 5)) * [8, 6, 5, 4, 3]) @ rng.standard_normal((5, n)) / 60
+    return W.astype(dtype)
+
+
+@pytest.mark.parametrize("gap", [False, True])
+@pytest.mark.parametrize("shape", [(300, 300), (200, 350), (350, 200), (64, 9), (1, 7)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_values_and_top_vectors_match_a_float64_svd(shape, gap, dtype):
+    W = _matrix(shape, gap, dtype)
+    before = W.copy()
+    S, U, V = values_and_top_vectors(W, 10)
+    np.testing.assert_array_equal(W, before)  # the input is not overwritten
+    k = min(10, *shape)
+    assert S.dtype == U.dtype == V.dtype == dtype
+    assert S.shape == (min(shape),) and U.shape == (shape[0], k) and V.shape == (shape[1], k)
+    u, s, vh = np.linalg.svd(W.astype(np.float64), full_matrices=False)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(S, s, rtol=0, atol=tol * s[0])  # issue: 1e-5 of s_1
+    # each vector against the reference, up to sign: no gap is needed for this route
+    np.testing.assert_allclose(np.abs((U * u[:, :k]).sum(0)), 1, atol=10 * tol)
+    np.testing.assert_allclose(np.abs((V * vh[:k].T).sum(0)), 1, atol=10 * tol)
+    np.testing.assert_allclose(
+        U.T @ (W.astype(np.float64) @ V), np.diag(s[:k]), atol=tol * s[0] * 10
+    )
+
+
+def test_a_batch_of_tensors_keeps_the_convention_of_top_k_svd():
+    A = torch.from_numpy(
+        np.stack([_matrix((120, 80), gap, seed=i) for i, gap in enumerate([0, 1, 1])])
+    )
+    A = A.reshape(3, 1, 120, 80)
+    U, S, Vh, exact = top_k_svd_bidiagonal(A, 4)
+    assert U.shape == (3, 1, 120, 4) and S.shape == (3, 1, 80) and Vh.shape == (3, 1, 4, 80)
+    assert exact.shape == (3, 1) and not exact.any()
+    ref = torch.linalg.svd(A.double(), full_matrices=False)
+    torch.testing.assert_close(S.double(), ref.S, rtol=0, atol=1e-5)
+    cosines = (Vh.double() * ref.Vh[..., :4, :]).sum(-1).abs()
+    torch.testing.assert_close(cosines, torch.ones_like(cosines), rtol=0, atol=1e-5)
+
+
+def test_a_zero_or_rank_deficient_matrix_still_gives_orthonormal_vectors():
+    """A zero singular value among the top k leaves the halves of the Golub-Kahan vectors
+    unbalanced: the check sends such a matrix to the full SVD, and says so in ``exact``."""
+    g = torch.Generator().manual_seed(0)
+    low_rank = torch.randn(200, 3, generator=g) @ torch.randn(3, 150, generator=g)
+    A = torch.stack([torch.zeros(200, 150), low_rank, torch.randn(200, 150, generator=g)])
+    U, S, Vh, exact = top_k_svd_bidiagonal(A, 10)
+    assert exact[0]  # the zero matrix: the full SVD's answer
+    eye = torch.eye(10)
+    for i in range(3):
+        torch.testing.assert_close(U[i].T @ U[i], eye, atol=1e-4, rtol=0)
+        torch.testing.assert_close(Vh[i] @ Vh[i].T, eye, atol=1e-4, rtol=0)
+    torch.testing.assert_close(S[1, 3:], torch.zeros(147), atol=1e-4, rtol=0)
+    # the three nonzero directions of the low-rank matrix are its own
+    torch.testing.assert_close(U[1, :, :3] * S[1, :3] @ Vh[1, :3], low_rank, atol=1e-3, rtol=0)
+
+
+def test_bad_input_is_refused_with_the_fix():
+    W = torch.randn(30, 20)
+    W[3, 4] = float("nan")
+    with pytest.raises(torch.linalg.LinAlgError, match="NaN or infinite"):
+        top_k_svd_bidiagonal(W, 5)
+    with pytest.raises(ValueError, match="runs on the CPU.*\\.cpu\\(\\)"):
+        top_k_svd_bidiagonal(torch.zeros(4, 4, device="meta"), 2)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        values_and_top_vectors(np.ones((3, 3), np.float32), 0)
+
+
+def test_lapack_runs_on_the_threads_it_is_given(monkeypatch):
+    seen = []
+    real = bidiagonal._blas_threads()
+
+    class Spy:
+        def limit(self, limits):
+            seen.append(limits)
+            return real.limit(limits=limits)
+
+    monkeypatch.setattr(bidiagonal, "_blas_threads", lambda: Spy())
+    top_k_svd_bidiagonal(torch.randn(40, 30), 3, threads=1)
+    torch.set_num_threads(torch.get_num_threads())
+    top_k_svd_bidiagonal(torch.randn(40, 30), 3)
+    assert seen == [1, torch.get_num_threads()]
