@@ -603,7 +603,8 @@ class SpectralTracker:
         results: list[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for (_, dtype, _, route), names in groups.items():
             compute = torch.float64 if dtype == torch.float64 else torch.float32
-            A = torch.stack([views[n] for n in names])  # (B, m, n)
+            # (B, m, n); a lone matrix is viewed, not copied (the decompositions only read it)
+            A = torch.stack([views[n] for n in names]) if len(names) > 1 else views[names[0]][None]
             if A.dtype != compute:
                 A = A.to(compute)
             k = min(self.top_k, *A.shape[-2:])

@@ -29,6 +29,21 @@ def test_svd_reconstructs_and_is_descending():
     assert torch.all(S[:-1] >= S[1:])
 
 
+@pytest.mark.parametrize("shape", [(3, 16), (2, 40, 100), (20, 39)])
+def test_a_wide_matrix_is_decomposed_through_its_transpose_with_the_same_result(shape, monkeypatch):
+    """n >= 2m goes through LAPACK's tall path (faster); the caller sees an ordinary thin SVD."""
+    W = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    seen = []
+    real = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda A, **kw: seen.append(A.shape) or real(A, **kw))
+    U, S, Vh = sp.svd(W)
+    m, n = shape[-2:]
+    assert seen[0][-2:] == ((n, m) if n >= 2 * m else (m, n))
+    assert U.shape == (*shape[:-1], m) and Vh.shape == (*shape[:-2], m, n)
+    torch.testing.assert_close(U @ torch.diag_embed(S) @ Vh, W, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(S, real(W, full_matrices=False).S, atol=0, rtol=1e-5)
+
+
 def test_identity_has_full_normalized_rank():
     assert sp.normalized_effective_rank(torch.eye(12)).item() == pytest.approx(1.0, abs=1e-6)
     assert sp.effective_rank(torch.eye(12)).item() == pytest.approx(12.0, rel=1e-6)

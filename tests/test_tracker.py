@@ -144,7 +144,7 @@ def test_equal_shapes_are_decomposed_in_one_batched_call(monkeypatch):
         torch.linalg, "svd", lambda A, **kw: calls.append(tuple(A.shape)) or real_svd(A, **kw)
     )
     SpectralTracker(model, every=1).step(0, model)
-    assert sorted(calls) == [(1, 3, 16), (4, 16, 16)]
+    assert sorted(calls) == [(1, 16, 3), (4, 16, 16)]  # the wide 3 x 16 through its transpose
 
 
 def test_tracking_leaves_the_model_untouched():
