@@ -98,3 +98,25 @@ def test_lapack_runs_on_the_threads_it_is_given(monkeypatch):
     torch.set_num_threads(torch.get_num_threads())
     top_k_svd_bidiagonal(torch.randn(40, 30), 3)
     assert seen == [1, torch.get_num_threads()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equal_singular_values_give_an_orthonormal_basis_of_their_space(dtype):
+    """Inverse iteration at a repeated value returns orthonormal vectors of its eigenspace: an
+    orthogonal matrix (every value 1) and one with its top three values equal."""
+    g = torch.Generator().manual_seed(1)
+    Q = torch.linalg.qr(torch.randn(260, 260, generator=g, dtype=torch.float64)).Q
+    R = torch.linalg.qr(torch.randn(260, 260, generator=g, dtype=torch.float64)).Q
+    s = torch.linspace(2, 0.1, 260, dtype=torch.float64)
+    s[:3] = 3.0
+    eye = torch.eye(10, dtype=torch.float64)
+    for W in (Q, (Q * s) @ R.T):
+        W = W.to(dtype)
+        U, S, Vh, exact = top_k_svd_bidiagonal(W, 10)
+        assert not exact
+        U, S, Vh = U.double(), S.double(), Vh.double()
+        tol = 1e-5 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(U.T @ U, eye, atol=tol, rtol=0)
+        torch.testing.assert_close(Vh @ Vh.T, eye, atol=tol, rtol=0)
+        # each pair is a singular pair of W: W v = s u
+        torch.testing.assert_close(W.double() @ Vh.T, U * S[:10], atol=10 * tol, rtol=0)
