@@ -222,7 +222,7 @@ def test_a_shipment_of_plain_results_round_trips_and_is_checked(tmp_path, monkey
 
 def test_a_changed_architecture_fails_the_staleness_check(monkeypatch):
     """architectures-quick ships four runs per seed; its staleness check trains the first 50 steps
-    of each on its whole schedule (``ChapterRuns.until``; the shipped seeds pass it in
+    of each on its whole schedule (``ChapterRuns.train(until=)``; the shipped seeds pass it in
     test_the_shipped_records_match_the_code). The LSTM's
     learning rate changed by 2 % fails it, and a changed preset of any one kind makes the records
     stale when they are loaded."""

@@ -666,14 +666,12 @@ class ChapterRuns:
     What the book ships of the chapter (:mod:`spectral_lab.experiments.shipped`): its ``asdict``
     holds every kind's whole config, so the shipped records go stale when any kind's preset
     changes. ``seed`` is every run's (it draws the initialisation; the minibatch order and the
-    data stay those of ``data_seed`` and ``corpus_seed``). ``until`` > 0 trains only the first
-    ``until`` steps of each run on its whole schedule (see :func:`train_architecture`).
+    data stay those of ``data_seed`` and ``corpus_seed``).
     """
 
     preset: str
     runs: dict[str, ArchitectureConfig]
     seed: int = 0
-    until: int = 0
 
     def __post_init__(self) -> None:
         seeds = {kind: config.seed for kind, config in self.runs.items()}
@@ -683,32 +681,34 @@ class ChapterRuns:
                 f"{self.seed}; got seeds {seeds}: make it with ChapterRuns.from_preset(name)"
                 ".with_overrides(seed=...)"
             )
-        if self.until < 0:
-            raise ValueError(f"until must be >= 0 (0: every run to its end), got {self.until}")
 
     @classmethod
     def from_preset(cls, name: str) -> ChapterRuns:
         """Every kind's preset ``name`` (``quick`` or ``full``), seed 0."""
         return cls(name, {kind: config.from_preset(name) for kind, config in CONFIGS.items()})
 
-    def with_overrides(self, *, seed: int | None = None, until: int | None = None) -> ChapterRuns:
-        """A copy with another ``seed`` (every run's) or ``until``."""
+    def with_overrides(self, *, seed: int | None = None) -> ChapterRuns:
+        """A copy with another ``seed`` (every run's)."""
         seed = self.seed if seed is None else seed
         runs = {kind: config.with_overrides(seed=seed) for kind, config in self.runs.items()}
-        return replace(self, runs=runs, seed=seed, until=self.until if until is None else until)
+        return replace(self, runs=runs, seed=seed)
 
     @property
     def device(self) -> str:
         return self.runs["convnet"].device
 
-    def train(self, kinds=None, progress: bool | None = False) -> dict[str, ArchitectureRun]:
-        """The runs of ``kinds`` (default: all four), in the chapter's order, each on its data."""
+    def train(
+        self, kinds=None, progress: bool | None = False, until: int | None = None
+    ) -> dict[str, ArchitectureRun]:
+        """The runs of ``kinds`` (default: all four), in the chapter's order, each on its data;
+        ``until`` trains only their first steps, on the whole schedule (:func:`train_architecture`).
+        """
         kinds = list(self.runs) if kinds is None else list(kinds)
         unknown = sorted(set(kinds) - set(self.runs))
         if unknown:
             raise ValueError(f"no kind {unknown}; the kinds are {', '.join(self.runs)}")
         return {
-            kind: train_architecture(config, progress=progress, until=self.until or None)
+            kind: train_architecture(config, progress=progress, until=until)
             for kind, config in self.runs.items()
             if kind in kinds
         }
