@@ -63,10 +63,11 @@ __all__ = ["SpectralTracker", "infer_pairs", "ROUTES", "snapshot_cost"]
 #: and the top-k vectors from one bidiagonal reduction by LAPACK, exact without a gap; CPU only).
 ROUTES = ("full", "values+topk", "bidiagonal")
 
-# "auto" leaves the full SVD where the top-k routes save more than they cost: measured with
-# benchmarks/tracking.py (torch 2.13, CPU, one thread), the bidiagonal route takes 0.73 of the
-# full SVD at 256^2, 0.5 at 512^2 and 0.4 at 1024^2, but 1.4 at 128^2 (a fixed ~0.3 ms of calls
-# per matrix), and the randomized route (GPU) pays off from about the same rank.
+# "auto" keeps the full SVD (the reference) where a top-k route saves little or costs more:
+# measured with benchmarks/tracking.py (torch 2.13, CPU, one thread), the bidiagonal route takes
+# 0.59 of the full SVD's time at 256^2, 0.45 at 512^2 and 0.38 at 1024^2, but 0.88 at 128^2 and
+# 1.15 at 256 x 64 (about 0.3 ms of calls per matrix weigh more there); the randomized route
+# (GPU) pays off from about the same rank.
 _TOPK_MIN_RANK = 256
 # Cost model for the warning before a slow or large snapshot: the full SVD of an (m, n) matrix
 # takes about m n R "units" at this many units per second per CPU thread (measured: 2.5e9 at
