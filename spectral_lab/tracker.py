@@ -179,11 +179,12 @@ def choose_route(shape: tuple[int, int], top_k: int, device: str | torch.device 
     k = min(top_k, R)
     if R < _TOPK_MIN_RANK or 4 * (k + max(10, k)) > R:
         return "full"
+    return _top_k_route(device)
+
+
+def _top_k_route(device: str | torch.device) -> str:
+    """The top-k route of a device: LAPACK's on the CPU, the randomized one elsewhere."""
     return "bidiagonal" if torch.device(device).type == "cpu" else "values+topk"
-
-
-def _cheaper_route(device: torch.device) -> str:
-    return "bidiagonal" if device.type == "cpu" else "values+topk"
 
 
 def snapshot_cost(
@@ -441,7 +442,7 @@ class SpectralTracker:
         if seconds < SLOW_SNAPSHOT_SECONDS and peak < LARGE_SNAPSHOT_BYTES:
             return
         if any(r == "full" for r in self.routes.values()):
-            route = _cheaper_route(device)
+            route = _top_k_route(device)
             cheaper, _ = snapshot_cost(shapes, route, device, threads)
             advice = (
                 f"route={route!r} (all values, only the top-{self.top_k} vectors) "
