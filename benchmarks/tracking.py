@@ -178,7 +178,9 @@ def snapshot_fns(model, device, layers=None):
     return tracker, {"snapshot": snap, "svd": raw, "svdvals": values}
 
 
-def ww_fn(model):
+def ww_fn(model, threads: int):
+    """WeightWatcher's ``analyze()`` of ``model`` on the CPU (where it runs), its BLAS limited
+    to ``threads``."""
     import weightwatcher as ww
 
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
@@ -187,8 +189,7 @@ def ww_fn(model):
     def analyze():
         from threadpoolctl import threadpool_limits
 
-        # the same one thread as the tracker: numpy / scipy's BLAS would otherwise use every core
-        with warnings.catch_warnings(), threadpool_limits(torch.get_num_threads()):
+        with warnings.catch_warnings(), threadpool_limits(threads):
             warnings.simplefilter("ignore")
             return ww.WeightWatcher(model=cpu_model).analyze(plot=False)
 
@@ -365,12 +366,14 @@ def main() -> None:
             "4 x 1024^2 gapped": gapped_stack(4, 1024, device),
         }
         svd_cells, ww_cells, floor_cells = [], [], []
+        ww_threads = torch.get_num_threads() if device.type == "cpu" else os.cpu_count()
         for label, model in models.items():
             big = "1024" in label
             tracker, fns = snapshot_fns(model, device)
             for fn in fns.values():
                 fn()
-            analyze, _, details = ww_fn(model)
+            # on the CPU, the same one thread as the tracker; against a GPU, every core
+            analyze, _, details = ww_fn(model, ww_threads)
             model.to(device)
             both = ww_layer_names(model, details)
             shared = snapshot_fns(model, device, layers=both)[1]["snapshot"] if both else None
@@ -397,7 +400,17 @@ def main() -> None:
                 ", ".join(floor_cells),
             )
         )
-        table.append(("one snapshot / weightwatcher analyze()", "<= 0.8", "; ".join(ww_cells)))
+        if device.type == "cpu":
+            table.append(("one snapshot / weightwatcher analyze()", "<= 0.8", "; ".join(ww_cells)))
+        else:  # issue 17: on a GPU, at least 20 times faster than WeightWatcher on the CPU
+            table.append(
+                (
+                    f"one snapshot on {device.type} / weightwatcher analyze() on the CPU "
+                    f"({ww_threads} threads)",
+                    "<= 0.05",
+                    "; ".join(ww_cells),
+                )
+            )
         for row in table[-3:]:
             print(row)
 

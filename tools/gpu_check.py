@@ -8,9 +8,8 @@ value, within ``--budget`` seconds of wall time (default 540, nine minutes):
 1. the ``gpu``-marked tests (``pytest -m gpu``);
 2. the paper-scale runs of :data:`spectral_lab.experiments.shipped.PAPER_SHIPMENTS`: the grokking
    chapter's three rows (p=113, 30 % data, 40k steps, wd 1; wd 0; 90 % data wd 0), then the
-   weight-decay sweep's other values. Each run is its own process and they run side by side: a
-   step of these small models is a few hundred kernel launches, so one run leaves the GPU mostly
-   idle and the CPU cores that launch kernels are what limits. Every record is written in the
+   weight-decay sweep's other values. Each run is its own process, ``--parallel`` (4) at a time
+   (:func:`paper_runs` says why). Every record is written in the
    shipped-records format (``OUT/records/`` with its manifest: scale, device, seed, config,
    versions, sha256), ready to be copied into ``records/``;
 3. ``benchmarks/tracking.py`` on the same device, with the time that is left.
@@ -184,42 +183,74 @@ def run_command(command: list[str], timeout: float, log: Path, env: dict) -> dic
     }
 
 
-def paper_runs(smoke: bool, out: Path, clock: Clock, reserve: float, env: dict) -> list[dict]:
-    """Start every run whose estimate fits, side by side; stop what is still going at the
-    deadline (``reserve`` seconds before the budget ends, kept for the benchmark)."""
-    started, results = {}, []
-    for name, shipment in shipments(smoke).items():
+def paper_runs(
+    smoke: bool, out: Path, clock: Clock, reserve: float, env: dict, parallel: int = 4
+) -> list[dict]:
+    """The runs in order of value, at most ``parallel`` at a time: a run starts when one ends
+    and its estimate fits before the deadline (``reserve`` seconds before the budget ends, kept
+    for the benchmark); what is still going at the deadline is stopped and kept as unfinished.
+
+    Side by side because a step of these small models is a few hundred kernel launches (one run
+    leaves the GPU mostly idle, the CPU core that launches is the limit), but not all at once:
+    the GPU time-slices between processes, and eight runs sharing it could leave none finished
+    where four finish. Once a run has finished, its measured wall time replaces the estimate
+    of the runs after it (they are the same model)."""
+    waiting = list(shipments(smoke).items())
+    running: dict[str, tuple] = {}
+    results: list[dict] = []
+    measured: list[float] = []
+
+    def start(name, shipment) -> None:
         guess = estimate(shipment)
-        deadline = clock.left() - reserve
         entry = {"job": name, "estimate": guess}
-        if guess["estimated_s"] * 1.5 > deadline and not smoke:
-            entry.update(
-                started=False, why=f"estimated {guess['estimated_s']:.0f} s > {deadline:.0f} s left"
-            )
+        expected = max(measured) if measured else guess["estimated_s"] * 1.5
+        deadline = clock.left() - reserve
+        if expected > deadline and not smoke:
+            entry.update(started=False, why=f"expected {expected:.0f} s > {deadline:.0f} s left")
             results.append(entry)
-            continue
+            return
         log = out / f"{name}.log"
         command = [sys.executable, str(Path(__file__).resolve()), "--job", name, "--out", str(out)]
         command += ["--smoke"] if smoke else []
         handle = open(log, "w")  # the config's device "auto": the GPU there, the CPU in --smoke
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-        started[name] = (process, handle, time.monotonic(), entry)
-        print(f"started {name}: estimated {guess['estimated_s']:.1f} s on the GPU "
-              f"({guess['cpu_step_s']:.3f} s a step on this CPU)")  # fmt: skip
-    for name, (process, handle, t0, entry) in started.items():
-        try:
-            process.wait(max(clock.left() - reserve, 1))
-        except subprocess.TimeoutExpired:
+        running[name] = (process, handle, time.monotonic(), entry)
+        print(f"started {name}: expected {expected:.1f} s on the GPU "
+              f"({guess['cpu_step_s']:.3f} s a step on this CPU)", flush=True)  # fmt: skip
+
+    def finish(name, stopped: bool = False) -> None:
+        process, handle, t0, entry = running.pop(name)
+        if stopped:
             stop(process)
         handle.close()
+        wall = round(time.monotonic() - t0, 1)
         entry.update(
             started=True,
             finished=process.returncode == 0,
             returncode=process.returncode,
-            wall_s=round(time.monotonic() - t0, 1),
+            wall_s=wall,
         )
+        if process.returncode == 0:
+            measured.append(wall)
         results.append(entry)
-    return results
+        print(f"ended {name}: returncode {process.returncode} after {wall} s", flush=True)
+
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            start(*waiting.pop(0))
+        if clock.left() - reserve <= 0:
+            for name in list(running):
+                finish(name, stopped=True)
+            for name, _ in waiting:
+                results.append({"job": name, "started": False, "why": "no time left"})
+            break
+        done = [name for name, (process, *_) in running.items() if process.poll() is not None]
+        for name in done:
+            finish(name)
+        if not done:
+            time.sleep(0.5)
+    order = list(shipments(smoke))
+    return sorted(results, key=lambda entry: order.index(entry["job"]))
 
 
 def describe_records(records: Path) -> list[dict]:
@@ -272,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "_build" / "gpu_check"))
     parser.add_argument("--budget", type=float, default=540.0, help="seconds of wall time")
     parser.add_argument("--smoke", action="store_true", help="the CPU, tiny scale, < 1 minute")
+    parser.add_argument("--parallel", type=int, default=4, help="paper runs at a time")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # one run, started by this script
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -287,15 +319,21 @@ def main(argv: list[str] | None = None) -> int:
     use_thread_policy()  # the CPU step of the estimate is measured as a chapter would run it
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device here: run on the GPU machine, or --smoke on the CPU")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPECTRAL_LAB_RECORDS": str(records)}
+    # PYTHONPATH keeps what was there (wheels carried to the GPU machine are found through it)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "SPECTRAL_LAB_RECORDS": str(records)}
+    env["PYTHONUNBUFFERED"] = "1"  # a log stopped at the deadline still says how far it got
     jobs = []
-    tests = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:randomly"]
-    tests += ["tests/test_spectra.py", "tests/test_tracker.py"] if args.smoke else []
+    # The GPU machine has its own Python packages, not the test extra: the project's addopts name
+    # nbval's flag, and other test files import packages it may lack; the gpu tests need neither.
+    tests = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider"]
+    tests += ["--strict-markers", "-m", "gpu", "-q", "-rs"]
+    tests += ["tests/test_spectra.py", "tests/test_tracker.py", "tests/test_sweeps.py"]
     jobs.append(
         {"job": "gpu tests", **run_command(tests, min(90, clock.left()), out / "tests.log", env)}
     )
     reserve = 20 if args.smoke else 150  # seconds kept for the benchmark
-    jobs += paper_runs(args.smoke, out, clock, reserve, env)
+    jobs += paper_runs(args.smoke, out, clock, reserve, env, args.parallel)
     bench = [sys.executable, str(ROOT / "benchmarks" / "tracking.py")]
     bench += ["--device", "cpu" if args.smoke else "cuda"]
     bench += ["--quick", "--skip", "a,c,d,e,f"] if args.smoke else ["--skip", "f"]
