@@ -15,8 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import nbformat
-
 KEEP_ENV = "SPECTRAL_LAB_KEEP_EXECUTED"
 _started: dict[str, float] = {}
 _outcome: dict[str, list] = {}
@@ -41,6 +39,9 @@ def pytest_sessionfinish(session):
     folder = os.environ.get(KEEP_ENV)
     if not folder:
         return
+    # here, not at the top: a run without nbval (the gpu tests on a GPU machine) lacks nbformat
+    import nbformat
+
     cells: dict[str, list] = {}
     for item in session.items:
         if _notebook_item(item):

@@ -24,9 +24,9 @@ Cost (issue 17, ``benchmarks/tracking.py``): a snapshot is one batched decomposi
 group of equal shapes plus one copy to the host. From rank 256 on, the CPU takes the
 ``bidiagonal`` route: every singular value and only the top-k vectors from one bidiagonal
 reduction (:mod:`spectral_lab.bidiagonal`, LAPACK's ``gesvdx`` method; as accurate as the full
-SVD, with or without a spectral gap, in 0.4-0.7 of its time); a GPU takes ``values+topk`` (a
-checked randomized method that falls back to the full SVD where gaps are too small to trust
-it). ``background=True`` moves the decompositions to a worker thread with its own thread budget
+SVD, with or without a spectral gap, in 0.4-0.7 of its time). A GPU keeps the full SVD: on an
+H200 the randomized ``values+topk`` route took 1.8-3.0 times its time at every size from 128^2 to
+2048^2. ``background=True`` moves the decompositions to a worker thread with its own thread budget
 and a bounded number of weight copies in flight.
 """
 
@@ -66,15 +66,17 @@ ROUTES = ("full", "values+topk", "bidiagonal")
 # "auto" keeps the full SVD (the reference) where a top-k route saves little or costs more:
 # measured with benchmarks/tracking.py (torch 2.13, CPU, one thread), the bidiagonal route takes
 # 0.59 of the full SVD's time at 256^2, 0.45 at 512^2 and 0.38 at 1024^2, but 0.88 at 128^2 and
-# 1.15 at 256 x 64 (about 0.3 ms of calls per matrix weigh more there); the randomized route
-# (GPU) pays off from about the same rank.
+# 1.15 at 256 x 64 (about 0.3 ms of calls per matrix weigh more there). On a GPU (an H200, torch
+# 2.11 + CUDA 13, 2026-11-30) the randomized route never paid off: 12 / 19 / 44 / 120 / 408 ms
+# against the full SVD's 4 / 8 / 21 / 57 / 226 ms from 128^2 to 2048^2 (one matrix; eight: 1.9
+# to 3.0 times), because cuSOLVER's svdvals costs as much as its full SVD there.
 _TOPK_MIN_RANK = 256
 # Cost model for the warning before a slow or large snapshot: the full SVD of an (m, n) matrix
 # takes about m n R "units" at this many units per second per CPU thread (measured: 2.5e9 at
-# 1024^2, 0.8e9 at 4096^2 on this project's CPU; the slower figure is used), and svdvals about
-# this fraction of it.
+# 1024^2, 0.8e9 at 4096^2 on this project's CPU; the slower figure is used; on an H200 1.9e10 at
+# 1024^2, one matrix or eight, and 3.8e10 at 2048^2), and the top-k routes this fraction of it.
 _CPU_UNITS_PER_SECOND = 0.8e9
-_CUDA_UNITS_PER_SECOND = 5e10
+_CUDA_UNITS_PER_SECOND = 1.9e10
 _ROUTE_FRACTION = {"full": 1.0, "values+topk": 0.6, "bidiagonal": 0.5}
 SLOW_SNAPSHOT_SECONDS = 10.0
 LARGE_SNAPSHOT_BYTES = 512 * 2**20
@@ -173,18 +175,16 @@ def _start_worker(threads: int) -> None:
 
 def choose_route(shape: tuple[int, int], top_k: int, device: str | torch.device = "cpu") -> str:
     """The faster route for one ``(m, n)`` matrix keeping ``top_k`` vectors on ``device`` (see
-    :data:`ROUTES`): ``"full"`` below rank 256 or where ``top_k`` is a large part of the rank,
-    else ``"bidiagonal"`` on the CPU and ``"values+topk"`` elsewhere."""
+    :data:`ROUTES`): on the CPU ``"bidiagonal"`` from rank 256 unless ``top_k`` is a large part
+    of the rank, else ``"full"``; on a GPU always ``"full"`` (measured faster there at every
+    size; ``"values+topk"`` stays for a user to choose)."""
+    if torch.device(device).type != "cpu":
+        return "full"
     R = min(shape)
     k = min(top_k, R)
     if R < _TOPK_MIN_RANK or 4 * (k + max(10, k)) > R:
         return "full"
-    return _top_k_route(device)
-
-
-def _top_k_route(device: str | torch.device) -> str:
-    """The top-k route of a device: LAPACK's on the CPU, the randomized one elsewhere."""
-    return "bidiagonal" if torch.device(device).type == "cpu" else "values+topk"
+    return "bidiagonal"
 
 
 def snapshot_cost(
@@ -263,10 +263,10 @@ class SpectralTracker:
             it at the end of training); ``None`` keeps it in memory only.
         route: how each matrix is decomposed (:data:`ROUTES`): ``"auto"`` (default)
             picks per shape, ``top_k`` and device (:func:`choose_route`): from rank 256
-            on ``"bidiagonal"`` on the CPU and ``"values+topk"`` on a GPU, ``"full"``
-            below. The record's metadata keeps the route of every layer
-            (``svd_routes``) and the steps where a top-k route fell back to the full
-            SVD (``svd_fallbacks``); a resumed record keeps its routes, and an explicit
+            on ``"bidiagonal"`` on the CPU, ``"full"`` below and on a GPU. The
+            record's metadata keeps the route of every layer (``svd_routes``) and
+            the steps where a top-k route fell back to the full SVD
+            (``svd_fallbacks``); a resumed record keeps its routes, and an explicit
             route that differs from them is refused.
         background: decompose on a worker thread while training goes on. The
             weights are copied (and checked for NaN) at the step itself; the SVDs
@@ -339,7 +339,7 @@ class SpectralTracker:
         if route == "bidiagonal" and device.type != "cpu":
             raise ValueError(
                 f"route='bidiagonal' runs on the CPU (LAPACK) and the weights are on {device}: "
-                "use route='auto' (the randomized 'values+topk' route there) or 'full'"
+                "use route='auto' or 'full' (the GPU's full SVD, its fastest route measured)"
             )
         self.pairs = self._resolve_pairs(pairs)
         shapes = {ref.name: ref.shape for ref in self.refs}
@@ -441,11 +441,10 @@ class SpectralTracker:
         seconds, peak = snapshot_cost(shapes, self.routes, device, threads)
         if seconds < SLOW_SNAPSHOT_SECONDS and peak < LARGE_SNAPSHOT_BYTES:
             return
-        if any(r == "full" for r in self.routes.values()):
-            route = _top_k_route(device)
-            cheaper, _ = snapshot_cost(shapes, route, device, threads)
+        if device.type == "cpu" and any(r == "full" for r in self.routes.values()):
+            cheaper, _ = snapshot_cost(shapes, "bidiagonal", device, threads)
             advice = (
-                f"route={route!r} (all values, only the top-{self.top_k} vectors) "
+                f"route='bidiagonal' (all values, only the top-{self.top_k} vectors) "
                 f"would take about {cheaper:.0f} s"
             )
         else:

@@ -8,7 +8,9 @@ value, within ``--budget`` seconds of wall time (default 540, nine minutes):
 1. the ``gpu``-marked tests (``pytest -m gpu``);
 2. the paper-scale runs of :data:`spectral_lab.experiments.shipped.PAPER_SHIPMENTS`: the grokking
    chapter's three rows (p=113, 30 % data, 40k steps, wd 1; wd 0; 90 % data wd 0), then the
-   weight-decay sweep's other values. Each run is its own process, ``--parallel`` (4) at a time
+   weight-decay sweep's other values, skipping those ``records/`` already ships (``--again``
+   trains them anyway): one lent GPU's minutes fit about two of these runs, so each session
+   continues where the last one stopped. Each run is its own process, one at a time
    (:func:`paper_runs` says why). Every record is written in the
    shipped-records format (``OUT/records/`` with its manifest: scale, device, seed, config,
    versions, sha256), ready to be copied into ``records/``;
@@ -42,10 +44,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-#: Assumptions of the GPU estimate (an H200): the fraction of its 67 TFLOP/s of float32 that
-#: these small matrix products reach, and the cost of one kernel launch from Python.
+#: The GPU estimate (an H200): the fraction of its 67 TFLOP/s of float32 that these small matrix
+#: products reach (an assumption), the cost of one kernel launch from Python and the cost of one
+#: snapshot of the grokking model with its evaluations and pruned models. The last two were
+#: measured on the H200 on 2026-11-30: a paper-scale step 3.0-3.4 ms for its 159 launches, 300
+#: tracked steps 1.44 s (four snapshots); the grokking-full run then took 184.5 s, estimated 176.
 GPU_FLOPS = 67e12 * 0.2
-LAUNCH_SECONDS = 12e-6
+LAUNCH_SECONDS = 20e-6
+SNAPSHOT_SECONDS = 0.12
 SMOKE_STEPS = 30
 
 
@@ -89,8 +95,8 @@ def launches_kernel(event) -> bool:
 def estimate(shipment, device: str = "cpu") -> dict:
     """Seconds of one run on the GPU, estimated from one training step measured here: its
     floating-point operations (at :data:`GPU_FLOPS`) or its kernel launches (at
-    :data:`LAUNCH_SECONDS` each), whichever is slower, times the steps, plus one snapshot (seven
-    small SVDs) per ``track_every`` steps at 100 launches each."""
+    :data:`LAUNCH_SECONDS` each), whichever is slower, times the steps, plus
+    :data:`SNAPSHOT_SECONDS` per ``track_every`` steps."""
     import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
@@ -120,7 +126,7 @@ def estimate(shipment, device: str = "cpu") -> dict:
     cpu_step = time.perf_counter() - started
     gpu_step = max(flops / GPU_FLOPS, launches * LAUNCH_SECONDS)
     snapshots = config.steps // config.track_every + 1
-    seconds = config.steps * gpu_step + snapshots * 100 * LAUNCH_SECONDS * 7
+    seconds = config.steps * gpu_step + snapshots * SNAPSHOT_SECONDS
     return {
         "flops_per_step": flops,
         "launches_per_step": launches,
@@ -177,33 +183,49 @@ def run_command(command: list[str], timeout: float, log: Path, env: dict) -> dic
     return {
         "command": " ".join(command),
         "returncode": process.returncode,
-        "finished": finished,
+        # a command that ends with an error is not finished (the first GPU call's tests ended at
+        # once on a missing import, and "finished" alone said yes)
+        "finished": finished and process.returncode == 0,
         "wall_s": round(time.monotonic() - started, 1),
         "log": log.name,
     }
 
 
 def paper_runs(
-    smoke: bool, out: Path, clock: Clock, reserve: float, env: dict, parallel: int = 4
+    smoke: bool,
+    out: Path,
+    clock: Clock,
+    reserve: float,
+    env: dict,
+    parallel: int = 1,
+    again: bool = False,
 ) -> list[dict]:
     """The runs in order of value, at most ``parallel`` at a time: a run starts when one ends
     and its estimate fits before the deadline (``reserve`` seconds before the budget ends, kept
     for the benchmark); what is still going at the deadline is stopped and kept as unfinished.
 
-    Side by side because a step of these small models is a few hundred kernel launches (one run
-    leaves the GPU mostly idle, the CPU core that launches is the limit), but not all at once:
-    the GPU time-slices between processes, and eight runs sharing it could leave none finished
-    where four finish. Once a run has finished, its measured wall time replaces the estimate
-    of the runs after it (they are the same model)."""
-    waiting = list(shipments(smoke).items())
+    One at a time by default: a step of these small models is a few hundred kernel launches,
+    which leaves the GPU mostly idle, but the GPU time-slices between processes rather than
+    overlapping them. Measured on the H200: grokking-full alone took 184.5 s; four runs side by
+    side (the three grokking rows and one weight decay) had none finished after 320 s. Once a
+    run has finished, its measured wall time replaces the estimate of the runs after it (they
+    are the same model). A run whose record ``records/`` already ships is skipped unless
+    ``again``."""
+    from spectral_lab.experiments import shipped
+
+    waiting, results = [], []
+    for name, shipment in shipments(smoke).items():
+        if not smoke and not again and shipped.available(name):
+            results.append({"job": name, "started": False, "why": "already in records/"})
+        else:
+            waiting.append((name, shipment))
     running: dict[str, tuple] = {}
-    results: list[dict] = []
     measured: list[float] = []
 
     def start(name, shipment) -> None:
         guess = estimate(shipment)
         entry = {"job": name, "estimate": guess}
-        expected = max(measured) if measured else guess["estimated_s"] * 1.5
+        expected = max(measured) if measured else guess["estimated_s"] * 1.2
         deadline = clock.left() - reserve
         if expected > deadline and not smoke:
             entry.update(started=False, why=f"expected {expected:.0f} s > {deadline:.0f} s left")
@@ -281,12 +303,14 @@ def summary_markdown(summary: dict) -> str:
         f"{summary['wall_s']:.0f} s of {summary['budget_s']:.0f} s)",
         "",
     ]
-    lines += ["| job | started | finished | wall s | estimated s |", "|---|---|---|---|---|"]
+    lines += ["| job | started | finished | return code | wall s | estimated s | why not |"]
+    lines += ["|---|---|---|---|---|---|---|"]
     for job in summary["jobs"]:
         guess = job.get("estimate", {}).get("estimated_s")
         lines.append(
             f"| {job['job']} | {job.get('started', True)} | {job.get('finished')} | "
-            f"{job.get('wall_s', '')} | {'' if guess is None else f'{guess:.1f}'} |"
+            f"{job.get('returncode', '')} | {job.get('wall_s', '')} | "
+            f"{'' if guess is None else f'{guess:.1f}'} | {job.get('why', '')} |"
         )
     lines += ["", "| record | device | train s | steps to 99 % val acc | final val acc | bytes |"]
     lines += ["|---|---|---|---|---|---|"]
@@ -303,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "_build" / "gpu_check"))
     parser.add_argument("--budget", type=float, default=540.0, help="seconds of wall time")
     parser.add_argument("--smoke", action="store_true", help="the CPU, tiny scale, < 1 minute")
-    parser.add_argument("--parallel", type=int, default=4, help="paper runs at a time")
+    parser.add_argument("--parallel", type=int, default=1, help="paper runs at a time")
+    parser.add_argument("--again", action="store_true", help="also runs records/ already ships")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # one run, started by this script
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -333,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         {"job": "gpu tests", **run_command(tests, min(90, clock.left()), out / "tests.log", env)}
     )
     reserve = 20 if args.smoke else 150  # seconds kept for the benchmark
-    jobs += paper_runs(args.smoke, out, clock, reserve, env, args.parallel)
+    jobs += paper_runs(args.smoke, out, clock, reserve, env, args.parallel, args.again)
     bench = [sys.executable, str(ROOT / "benchmarks" / "tracking.py")]
     bench += ["--device", "cpu" if args.smoke else "cuda"]
     bench += ["--quick", "--skip", "a,c,d,e,f"] if args.smoke else ["--skip", "f"]
