@@ -414,6 +414,7 @@ def regenerate(name: str, seeds=None, records: Path = RECORDS, progress: bool = 
                 "spectral_lab": __version__,
                 "torch": torch.__version__,
                 "device": str(get_device(config.device)),
+                "device_name": _device_name(get_device(config.device)),
                 "machine": platform.machine(),
                 "train_seconds": round(seconds, 1),
                 "sha256": _sha256(path),
@@ -424,6 +425,15 @@ def regenerate(name: str, seeds=None, records: Path = RECORDS, progress: bool = 
         if progress:
             print(f"{name} seed {seed}: {len(runs)} record(s) in {seconds:.1f} s")
     return entries
+
+
+def _device_name(device) -> str:
+    """What trained a record, for its caption: the GPU's name, or the CPU's architecture."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU"
 
 
 @contextlib.contextmanager
