@@ -58,3 +58,16 @@ def test_a_runs_gpu_time_is_estimated_from_its_flops_and_kernel_launches():
     # the paper's model does far more arithmetic per step than the quick one
     paper = gpu_check.estimate(gpu_check.shipments(smoke=False)["grokking-full"])
     assert paper["flops_per_step"] > 10 * guess["flops_per_step"]
+
+
+def test_runs_already_shipped_are_skipped_so_each_gpu_session_continues(monkeypatch, tmp_path):
+    """A lent GPU's minutes fit about two paper runs: a run whose record records/ ships is not
+    trained again (nothing is started here, so no estimate or process is needed)."""
+    from spectral_lab.experiments import shipped
+
+    monkeypatch.setattr(shipped, "available", lambda name, records=None: [0])
+    results = gpu_check.paper_runs(
+        smoke=False, out=tmp_path, clock=gpu_check.Clock(60), reserve=0, env={}
+    )
+    assert [r["job"] for r in results] == list(shipped.PAPER_SHIPMENTS)
+    assert all(r["started"] is False and r["why"] == "already in records/" for r in results)
