@@ -26,8 +26,9 @@ group of equal shapes plus one copy to the host. From rank 256 on, the CPU takes
 reduction (:mod:`spectral_lab.bidiagonal`, LAPACK's ``gesvdx`` method; as accurate as the full
 SVD, with or without a spectral gap, in 0.4-0.7 of its time). A GPU keeps the full SVD: on an
 H200 the randomized ``values+topk`` route took 1.8-3.0 times its time at every size from 128^2 to
-2048^2. ``background=True`` moves the decompositions to a worker thread with its own thread budget
-and a bounded number of weight copies in flight.
+2048^2. ``background=True`` moves the decompositions to a worker thread on the host, with its
+own thread budget and a bounded number of weight copies in flight; a GPU's weights are copied
+to the host for it, so that the GPU is left to training.
 """
 
 from __future__ import annotations
@@ -161,6 +162,30 @@ def to_host(tensors: list[torch.Tensor], copy_once: bool | None = None) -> list[
     return out
 
 
+def host_copies(
+    views: dict[str, torch.Tensor], copy_once: bool | None = None
+) -> dict[str, torch.Tensor]:
+    """Copies of ``views`` in host memory, each in its own dtype, never aliasing the live weights.
+
+    On the CPU each is cloned; from a GPU (or with ``copy_once=True``) all of them travel in one
+    flat buffer (float64 if any is, else float32: exact for each) copied to the host once, and
+    are split again, as :func:`to_host` does for a snapshot's results.
+    """
+    if copy_once is None:
+        copy_once = any(W.device.type != "cpu" for W in views.values())
+    if not copy_once:
+        return {name: W.clone() for name, W in views.items()}
+    wide = any(W.dtype == torch.float64 for W in views.values())
+    dtype = torch.float64 if wide else torch.float32
+    flat = torch.cat([W.detach().reshape(-1).to(dtype) for W in views.values()]).cpu()
+    copies, offset = {}, 0
+    for name, W in views.items():
+        chunk = flat[offset : offset + W.numel()].view(tuple(W.shape))
+        copies[name] = chunk if W.dtype == dtype else chunk.to(W.dtype)
+        offset += W.numel()
+    return copies
+
+
 def _start_worker(threads: int) -> None:
     """The worker thread's set-up: its own intra-op thread count (pools are per thread), and a
     lower scheduling priority (Linux: nice is per thread), so that on a busy machine the
@@ -270,11 +295,16 @@ class SpectralTracker:
             route that differs from them is refused.
         background: decompose on a worker thread while training goes on. The
             weights are copied (and checked for NaN) at the step itself; the SVDs
-            run on the copies, so the record is the same as without it. The worker
+            run on the copies, so the record is the same as without it. Weights on
+            a GPU are copied to the host (one transfer) and decomposed there, with
+            the CPU's routes (``svd_device`` in the record's metadata), so the GPU
+            is left to training; such a record matches the CPU's decomposition of
+            the same weights, not the GPU's. The worker
             sets its own torch thread count (thread pools are per thread) to the
             cores training leaves free: ``cores - torch.get_num_threads()`` of the
             creating thread, at least 1 (so with torch on every core the two share
-            one and the tracker warns), and runs at a lower scheduling priority
+            one and the tracker warns), or all cores but one for a GPU's weights,
+            and runs at a lower scheduling priority
             (nice +10 on Linux) so that on a busy machine it yields to training.
             At most ``max_in_flight`` snapshots wait for the worker, each holding a
             copy of the weights: a further snapshot
@@ -336,10 +366,15 @@ class SpectralTracker:
         self.refs = find_matrices(model, _translate_tied(model, layers))
         self._by_name = {ref.name: ref for ref in self.refs}
         device = self._check_weights(model)
-        if route == "bidiagonal" and device.type != "cpu":
+        # Where the decompositions run: with background=True the host's free cores, also for a
+        # GPU's weights (on the GPU they would share it with training: the first GPU run
+        # measured background=True no faster than the training thread, 1.165 against 1.162).
+        self.svd_device = torch.device("cpu") if background else device
+        if route == "bidiagonal" and self.svd_device.type != "cpu":
             raise ValueError(
                 f"route='bidiagonal' runs on the CPU (LAPACK) and the weights are on {device}: "
-                "use route='auto' or 'full' (the GPU's full SVD, its fastest route measured)"
+                "use route='auto' or 'full' (the GPU's full SVD, its fastest route measured), "
+                "or background=True (the decompositions then run on the host)"
             )
         self.pairs = self._resolve_pairs(pairs)
         shapes = {ref.name: ref.shape for ref in self.refs}
@@ -349,7 +384,7 @@ class SpectralTracker:
             self.routes = dict.fromkeys(shapes, "full")  # format-1 records: the full SVD
         else:
             self.routes = {
-                n: choose_route(s, self.top_k, device) if route == "auto" else route
+                n: choose_route(s, self.top_k, self.svd_device) if route == "auto" else route
                 for n, s in shapes.items()
             }
         if record is None:
@@ -359,6 +394,7 @@ class SpectralTracker:
         else:
             self._check_resumable(record, shapes)
         record.meta["svd_routes"] = dict(self.routes)
+        record.meta["svd_device"] = str(self.svd_device)
         fallbacks = record.meta.setdefault("svd_fallbacks", {})
         for name, chosen in self.routes.items():
             if chosen != "full":
@@ -367,7 +403,10 @@ class SpectralTracker:
         self._last_step = int(record.steps[-1]) if len(record) else None
         self.background = bool(background)
         self.max_in_flight = max_in_flight
-        self.worker_threads = max(1, cpu_cores() - torch.get_num_threads())
+        # the cores training leaves free: on a CPU those its torch threads do not use; with the
+        # weights on a GPU, all but the one that launches the GPU's kernels
+        busy = torch.get_num_threads() if device.type == "cpu" else 1
+        self.worker_threads = max(1, cpu_cores() - busy)
         if self.background and device.type == "cpu" and torch.get_num_threads() >= cpu_cores():
             warnings.warn(
                 f"background=True on a CPU where torch uses all {torch.get_num_threads()} cores: "
@@ -378,7 +417,7 @@ class SpectralTracker:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self._warn_if_costly(device, stacklevel=2)
+        self._warn_if_costly(self.svd_device, stacklevel=2)
         self._worker: ThreadPoolExecutor | None = None
         self._in_flight: list[tuple[int, dict, Future]] = []
         self._last_spectrum: dict[str, np.ndarray] = {
@@ -551,7 +590,7 @@ class SpectralTracker:
         while len(self._in_flight) >= self.max_in_flight:
             self._drain(block=True, at_most=1)  # block: each snapshot in flight holds a copy
         _check_finite(step, views)
-        copies = {name: W.clone() for name, W in views.items()}  # the views are the live weights
+        copies = host_copies(views)  # the views are the live weights; a GPU's come to the host
         if self._worker is None:
             self._worker = ThreadPoolExecutor(
                 max_workers=1,

@@ -293,6 +293,45 @@ def test_the_bidiagonal_route_is_refused_on_a_gpu_where_auto_keeps_the_full_svd(
     assert SpectralTracker(model).routes == {"0": "full"}
 
 
+@pytest.mark.gpu
+def test_background_decomposes_a_gpus_weights_on_the_host_with_the_cpus_routes(cuda):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 20)).to(cuda)
+    on_host = SpectralTracker(model, every=1, top_k=10, background=True)
+    assert on_host.svd_device.type == "cpu"
+    assert on_host.routes == {"0": "bidiagonal", "1": "full"}  # the CPU's, not the GPU's
+    on_host.snapshot(0, model)
+    cpu_model = model.to("cpu")
+    reference = SpectralTracker(cpu_model, every=1, top_k=10)
+    reference.snapshot(0, cpu_model)
+    record = on_host.record
+    assert record.meta["svd_device"] == "cpu" and record.meta["device"].startswith("cuda")
+    for name in record.layers:
+        np.testing.assert_allclose(
+            record.singular_values(name), reference.record.singular_values(name), rtol=1e-5
+        )
+
+
+def test_host_copies_travel_in_one_buffer_keep_each_dtype_and_never_alias_the_weights():
+    """The path a GPU's weights take in background mode (forced here on the CPU)."""
+    from spectral_lab.tracker import host_copies
+
+    views = {
+        "a": torch.randn(5, 3),
+        "b": torch.randn(4, 4, dtype=torch.float64),
+        "c": torch.randn(2, 6).half(),
+    }
+    for copy_once in (None, True):
+        copies = host_copies(views, copy_once=copy_once)
+        assert list(copies) == list(views)
+        for name, W in views.items():
+            assert copies[name].dtype == W.dtype and copies[name].shape == W.shape
+            assert torch.equal(copies[name], W)
+            assert copies[name].data_ptr() != W.data_ptr()
+        views["a"].add_(1.0)  # training moves on: the copies stay as they were
+        assert not torch.equal(copies["a"], views["a"])
+
+
 # ---- background=True: the SVDs on a worker thread, the same record
 # ----------------------------------
 @pytest.fixture
