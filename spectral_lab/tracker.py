@@ -165,25 +165,17 @@ def to_host(tensors: list[torch.Tensor], copy_once: bool | None = None) -> list[
 def host_copies(
     views: dict[str, torch.Tensor], copy_once: bool | None = None
 ) -> dict[str, torch.Tensor]:
-    """Copies of ``views`` in host memory, each in its own dtype, never aliasing the live weights.
-
-    On the CPU each is cloned; from a GPU (or with ``copy_once=True``) all of them travel in one
-    flat buffer (float64 if any is, else float32: exact for each) copied to the host once, and
-    are split again, as :func:`to_host` does for a snapshot's results.
-    """
+    """Copies of ``views`` in host memory, each in its own dtype, never aliasing the live weights:
+    on the CPU clones; from a GPU (or with ``copy_once=True``) one transfer for all of them
+    (:func:`to_host`)."""
     if copy_once is None:
         copy_once = any(W.device.type != "cpu" for W in views.values())
     if not copy_once:
         return {name: W.clone() for name, W in views.items()}
-    wide = any(W.dtype == torch.float64 for W in views.values())
-    dtype = torch.float64 if wide else torch.float32
-    flat = torch.cat([W.detach().reshape(-1).to(dtype) for W in views.values()]).cpu()
-    copies, offset = {}, 0
-    for name, W in views.items():
-        chunk = flat[offset : offset + W.numel()].view(tuple(W.shape))
-        copies[name] = chunk if W.dtype == dtype else chunk.to(W.dtype)
-        offset += W.numel()
-    return copies
+    arrays = to_host(list(views.values()), copy_once=True)  # fresh host arrays, float32/64
+    return {
+        name: torch.from_numpy(array).to(W.dtype) for (name, W), array in zip(views.items(), arrays)
+    }
 
 
 def _start_worker(threads: int) -> None:

@@ -25,7 +25,7 @@ The summary (``OUT/summary.json`` and ``OUT/summary.md``): wall time of every jo
 99 % validation accuracy, record sizes, the benchmark's output.
 
 ``--smoke`` runs the same script on the CPU at a tiny scale (quick presets cut to 30 steps, the
-benchmark's quick mode on two sections) in under a minute; ``tests/test_gpu_check.py`` runs it.
+benchmark's quick mode on two sections) in a minute or two; ``tests/test_gpu_check.py`` runs it.
 """
 
 from __future__ import annotations
@@ -192,87 +192,42 @@ def run_command(command: list[str], timeout: float, log: Path, env: dict) -> dic
 
 
 def paper_runs(
-    smoke: bool,
-    out: Path,
-    clock: Clock,
-    reserve: float,
-    env: dict,
-    parallel: int = 1,
-    again: bool = False,
+    smoke: bool, out: Path, clock: Clock, reserve: float, env: dict, again: bool = False
 ) -> list[dict]:
-    """The runs in order of value, at most ``parallel`` at a time: a run starts when one ends
-    and its estimate fits before the deadline (``reserve`` seconds before the budget ends, kept
-    for the benchmark); what is still going at the deadline is stopped and kept as unfinished.
+    """The runs in order of value, one after the other, each started only if its expected time
+    fits before the deadline (``reserve`` seconds before the budget ends, kept for the
+    benchmark); one still going at the deadline is stopped and kept as unfinished.
 
-    One at a time by default: a step of these small models is a few hundred kernel launches,
-    which leaves the GPU mostly idle, but the GPU time-slices between processes rather than
-    overlapping them. Measured on the H200: grokking-full alone took 184.5 s; four runs side by
-    side (the three grokking rows and one weight decay) had none finished after 320 s. Once a
-    run has finished, its measured wall time replaces the estimate of the runs after it (they
-    are the same model). A run whose record ``records/`` already ships is skipped unless
-    ``again``."""
+    One at a time: a step of these small models is a few hundred kernel launches, which leaves
+    the GPU mostly idle, but the GPU time-slices between processes rather than overlapping them.
+    Measured on the H200: grokking-full alone took 184.5 s; four runs side by side (the three
+    grokking rows and one weight decay) had none finished after 320 s. Once a run has finished,
+    its wall time replaces the estimate of the runs after it (they are the same model). A run
+    whose record ``records/`` already ships is skipped unless ``again``."""
     from spectral_lab.experiments import shipped
 
-    waiting, results = [], []
+    results, measured = [], []
     for name, shipment in shipments(smoke).items():
         if not smoke and not again and shipped.available(name):
             results.append({"job": name, "started": False, "why": "already in records/"})
-        else:
-            waiting.append((name, shipment))
-    running: dict[str, tuple] = {}
-    measured: list[float] = []
-
-    def start(name, shipment) -> None:
+            continue
         guess = estimate(shipment)
-        entry = {"job": name, "estimate": guess}
         expected = max(measured) if measured else guess["estimated_s"] * 1.2
         deadline = clock.left() - reserve
         if expected > deadline and not smoke:
-            entry.update(started=False, why=f"expected {expected:.0f} s > {deadline:.0f} s left")
-            results.append(entry)
-            return
-        log = out / f"{name}.log"
+            why = f"expected {expected:.0f} s > {deadline:.0f} s left"
+            results.append({"job": name, "estimate": guess, "started": False, "why": why})
+            continue
+        print(f"starting {name}: expected {expected:.1f} s on the GPU "
+              f"({guess['cpu_step_s']:.3f} s a step on this CPU)", flush=True)  # fmt: skip
+        # the config's device "auto": the GPU there, the CPU in --smoke
         command = [sys.executable, str(Path(__file__).resolve()), "--job", name, "--out", str(out)]
         command += ["--smoke"] if smoke else []
-        handle = open(log, "w")  # the config's device "auto": the GPU there, the CPU in --smoke
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-        running[name] = (process, handle, time.monotonic(), entry)
-        print(f"started {name}: expected {expected:.1f} s on the GPU "
-              f"({guess['cpu_step_s']:.3f} s a step on this CPU)", flush=True)  # fmt: skip
-
-    def finish(name, stopped: bool = False) -> None:
-        process, handle, t0, entry = running.pop(name)
-        if stopped:
-            stop(process)
-        handle.close()
-        wall = round(time.monotonic() - t0, 1)
-        entry.update(
-            started=True,
-            finished=process.returncode == 0,
-            returncode=process.returncode,
-            wall_s=wall,
-        )
-        if process.returncode == 0:
-            measured.append(wall)
-        results.append(entry)
-        print(f"ended {name}: returncode {process.returncode} after {wall} s", flush=True)
-
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            start(*waiting.pop(0))
-        if clock.left() - reserve <= 0:
-            for name in list(running):
-                finish(name, stopped=True)
-            for name, _ in waiting:
-                results.append({"job": name, "started": False, "why": "no time left"})
-            break
-        done = [name for name, (process, *_) in running.items() if process.poll() is not None]
-        for name in done:
-            finish(name)
-        if not done:
-            time.sleep(0.5)
-    order = list(shipments(smoke))
-    return sorted(results, key=lambda entry: order.index(entry["job"]))
+        ran = run_command(command, deadline, out / f"{name}.log", env)
+        results.append({"job": name, "estimate": guess, "started": True, **ran})
+        if ran["finished"]:
+            measured.append(ran["wall_s"])
+    return results
 
 
 def describe_records(records: Path) -> list[dict]:
@@ -326,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "_build" / "gpu_check"))
     parser.add_argument("--budget", type=float, default=540.0, help="seconds of wall time")
-    parser.add_argument("--smoke", action="store_true", help="the CPU, tiny scale, < 1 minute")
-    parser.add_argument("--parallel", type=int, default=1, help="paper runs at a time")
+    parser.add_argument("--smoke", action="store_true", help="the CPU, tiny scale, a minute or two")
     parser.add_argument("--again", action="store_true", help="also runs records/ already ships")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # one run, started by this script
     args = parser.parse_args(argv)
@@ -358,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         {"job": "gpu tests", **run_command(tests, min(90, clock.left()), out / "tests.log", env)}
     )
     reserve = 20 if args.smoke else 150  # seconds kept for the benchmark
-    jobs += paper_runs(args.smoke, out, clock, reserve, env, args.parallel, args.again)
+    jobs += paper_runs(args.smoke, out, clock, reserve, env, args.again)
     bench = [sys.executable, str(ROOT / "benchmarks" / "tracking.py")]
     bench += ["--device", "cpu" if args.smoke else "cuda"]
     bench += ["--quick", "--skip", "a,c,d,e,f"] if args.smoke else ["--skip", "f"]
