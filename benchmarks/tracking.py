@@ -44,6 +44,7 @@ import spectral_lab as sl
 from spectral_lab import spectra as sp
 from spectral_lab.bidiagonal import top_k_svd_bidiagonal
 from spectral_lab.experiments.grokking import GrokkingConfig
+from spectral_lab.gram import top_k_svd_gram
 from spectral_lab.tracker import ROUTES
 
 
@@ -521,7 +522,7 @@ def main() -> None:
         sizes = [128, 256, 512, 1024] + ([] if args.quick else [2048])
         for count in (1, 8):
             for route in ROUTES:
-                if route == "bidiagonal" and device.type != "cpu":
+                if route in ("bidiagonal", "gram") and device.type != "cpu":
                     continue  # LAPACK on the host
                 seconds = []
                 for size in sizes:
@@ -551,6 +552,7 @@ def main() -> None:
             "full (float32)": lambda A: (*sp._svd_checked(A), None),
             "values+topk": lambda A: sp.top_k_svd(A, 10),
             "bidiagonal": lambda A: top_k_svd_bidiagonal(A.cpu(), 10),
+            "gram": lambda A: top_k_svd_gram(A.cpu(), 10),
         }
         for label, make in (
             ("trained-like spectrum (decay 0.8, gap at k)", lambda m, n: decaying(m, n)),

@@ -3,9 +3,8 @@
 A record keeps every singular value of a matrix but only its top-k singular vectors. The full
 SVD computes all ``R`` pairs of vectors and the tracker throws most of them away; LAPACK's
 ``gesvdx`` computes a chosen few from the same reduction that gives the values, but neither torch
-nor SciPy's Python API offers it. This module assembles the same method from the routines SciPy
-exports to Cython (``scipy.linalg.cython_lapack``: their C function pointers, read from its
-capsules and called through ctypes, which releases the GIL while LAPACK runs):
+nor SciPy's Python API offers it. This module assembles the same method from LAPACK routines
+called directly (:mod:`spectral_lab.lapack`):
 
 1. ``?gebrd``: ``A = Q B P^T`` with ``B`` upper bidiagonal (Householder reflections, about
    ``8/3 n^3`` for an ``n x n`` matrix: the bulk of the cost, the reduction ``svdvals`` does too);
@@ -29,62 +28,16 @@ orthonormality check and are decomposed with the full SVD instead (``exact`` mar
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import numpy as np
-import scipy.linalg.cython_lapack as _cython_lapack
 import torch
-from threadpoolctl import ThreadpoolController
 
-from .spectra import _svd_checked
+from .lapack import call as _call
+from .lapack import int_arg as _int
+from .lapack import ptr as _ptr
+from .lapack import top_k_batched
+from .lapack import workspace as _workspace
 
 __all__ = ["values_and_top_vectors", "top_k_svd_bidiagonal"]
-
-_P = ctypes.c_void_p
-_capsule_name = ctypes.pythonapi.PyCapsule_GetName
-_capsule_name.restype, _capsule_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype, _capsule_pointer.argtypes = _P, [ctypes.py_object, ctypes.c_char_p]
-# how far the columns of U_k and V_k may be from orthonormal before the full SVD is used instead
-# (measured: below 1e-6 in float32 wherever the top k values are nonzero)
-ORTHONORMALITY_TOLERANCE = 1e-4
-
-
-@functools.cache
-def _routine(name: str, arguments: int):
-    """The LAPACK routine ``name`` (every argument a pointer, Fortran style)."""
-    capsule = _cython_lapack.__pyx_capi__[name]
-    address = _capsule_pointer(capsule, _capsule_name(capsule))
-    return ctypes.CFUNCTYPE(None, *([_P] * arguments))(address)
-
-
-@functools.cache
-def _blas_threads():
-    return ThreadpoolController().select(user_api="blas")
-
-
-def _int(value: int):
-    return ctypes.byref(ctypes.c_int(value))
-
-
-def _ptr(array: np.ndarray):
-    return array.ctypes.data_as(_P)
-
-
-def _call(name: str, arguments: int, *args) -> None:
-    info = ctypes.c_int(0)
-    _routine(name, arguments)(*args, ctypes.byref(info))
-    if info.value != 0:
-        raise np.linalg.LinAlgError(f"LAPACK {name} failed (info={info.value})")
-
-
-def _workspace(name: str, arguments: int, dtype, *args) -> int:
-    """The optimal workspace of ``name`` (a query with ``lwork = -1``), ``args`` without
-    ``work, lwork, info``."""
-    size = np.empty(1, dtype=dtype)
-    _call(name, arguments, *args, _ptr(size), _int(-1))
-    return int(size[0])
 
 
 def values_and_top_vectors(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,52 +93,9 @@ def values_and_top_vectors(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return (S, V, U) if transposed else (S, U, V)
 
 
-def _orthonormal(Q: np.ndarray) -> bool:
-    gram = Q.T.astype(np.float64) @ Q
-    return bool(np.abs(gram - np.eye(Q.shape[1])).max() <= ORTHONORMALITY_TOLERANCE)
-
-
-def top_k_svd_bidiagonal(A: torch.Tensor, k: int, threads: int | None = None):
+def top_k_svd_bidiagonal(A: torch.Tensor, k: int, threads=None):
     """:func:`values_and_top_vectors` for a CPU tensor ``A (..., m, n)``, with the return
-    convention of :func:`spectral_lab.spectra.top_k_svd`: ``(U_k (..., m, k), S (..., R),
-    Vh_k (..., k, n), exact (...) bool)``, ``exact`` True where the vectors failed their check
-    and the full SVD gave them. ``threads``: LAPACK's threads (default: torch's count).
-
-    Raises ``torch.linalg.LinAlgError`` for a matrix with NaN or infinite entries (as the full
-    SVD may), so that callers handle both routes alike.
-    """
-    if A.device.type != "cpu":
-        raise ValueError(
-            f"the bidiagonal route runs on the CPU (LAPACK), got a tensor on {A.device}: move it "
-            "with .cpu(), or use route 'values+topk' or 'full', which run on any device"
-        )
-    batch, (m, n) = A.shape[:-2], A.shape[-2:]
-    k = int(min(k, m, n))
-    flat = A.detach().reshape(-1, m, n).numpy()
-    if not np.isfinite(flat).all():
-        raise torch.linalg.LinAlgError("the matrix has NaN or infinite entries")
-    S = np.empty((len(flat), min(m, n)), flat.dtype)
-    U = np.empty((len(flat), m, k), flat.dtype)
-    V = np.empty((len(flat), n, k), flat.dtype)
-    exact = np.zeros(len(flat), dtype=bool)
-    with _blas_threads().limit(limits=threads or torch.get_num_threads()):
-        for i, W in enumerate(flat):
-            try:
-                S[i], U[i], V[i] = values_and_top_vectors(W, k)
-            except np.linalg.LinAlgError:
-                exact[i] = True
-            else:
-                exact[i] = not (_orthonormal(U[i]) and _orthonormal(V[i]))
-    Vh = np.swapaxes(V, -1, -2)
-    U, S, Vh = torch.from_numpy(U), torch.from_numpy(S), torch.from_numpy(np.ascontiguousarray(Vh))
-    if exact.any():
-        mask = torch.from_numpy(exact)
-        U_full, S_full, Vh_full = _svd_checked(A.detach().reshape(-1, m, n)[mask])
-        U[mask], S[mask], Vh[mask] = U_full[..., :k], S_full, Vh_full[..., :k, :]
-    shape = tuple(batch)
-    return (
-        U.reshape(*shape, m, k),
-        S.reshape(*shape, -1),
-        Vh.reshape(*shape, k, n),
-        torch.from_numpy(exact).reshape(shape),
-    )
+    convention of :func:`spectral_lab.spectra.top_k_svd` (:func:`spectral_lab.lapack.top_k_batched`:
+    ``exact`` marks the matrices whose vectors failed their check and came from the full SVD).
+    ``threads``: LAPACK's threads (default: torch's count)."""
+    return top_k_batched(A, k, values_and_top_vectors, "bidiagonal", threads)

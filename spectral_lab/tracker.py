@@ -21,10 +21,12 @@ The tracker attaches nothing to the model (no hooks, no global state): it
 reads the parameters when ``step`` says a snapshot is due.
 
 Cost (issue 17, ``benchmarks/tracking.py``): a snapshot is one batched decomposition per
-group of equal shapes plus one copy to the host. From rank 256 on, the CPU takes the
-``bidiagonal`` route: every singular value and only the top-k vectors from one bidiagonal
-reduction (:mod:`spectral_lab.bidiagonal`, LAPACK's ``gesvdx`` method; as accurate as the full
-SVD, with or without a spectral gap, in 0.4-0.7 of its time). A GPU keeps the full SVD: on an
+group of equal shapes plus one copy to the host. On the CPU, float32 weights of rank 32 or more
+take the ``gram`` route: every singular value and only the top-k vectors from the float64
+eigendecomposition of the Gram matrix on the smaller side (:mod:`spectral_lab.gram`; as accurate
+as the float32 SVD or more, with or without a spectral gap, in 0.3-0.9 of its time); float64
+weights take the ``bidiagonal`` route from rank 256 (:mod:`spectral_lab.bidiagonal`, LAPACK's
+``gesvdx`` method, 0.4-0.7 of the full SVD's time). A GPU keeps the full SVD: on an
 H200 the randomized ``values+topk`` route took 1.8-3.0 times its time at every size from 128^2 to
 2048^2. ``background=True`` moves the decompositions to a worker thread on the host, with its
 own thread budget and a bounded number of weight copies in flight; a GPU's weights are copied
@@ -33,6 +35,7 @@ to the host for it, so that the GPU is left to training.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -46,6 +49,8 @@ import torch
 from torch import nn
 
 from .bidiagonal import top_k_svd_bidiagonal
+from .gram import top_k_svd_gram
+from .lapack import KEEP_THREADS, blas_threads
 from .record import RunRecord
 from .runtime import cpu_cores
 from .spectra import (
@@ -60,9 +65,11 @@ __all__ = ["SpectralTracker", "infer_pairs", "ROUTES", "snapshot_cost"]
 #: How a snapshot decomposes a matrix: ``"full"`` (``torch.linalg.svd``, the reference),
 #: ``"values+topk"`` (:func:`spectral_lab.spectra.top_k_svd`: ``svdvals`` for every value, a
 #: checked randomized method for the top-k vectors, the full SVD where the check fails; any
-#: device) or ``"bidiagonal"`` (:func:`spectral_lab.bidiagonal.top_k_svd_bidiagonal`: every value
-#: and the top-k vectors from one bidiagonal reduction by LAPACK, exact without a gap; CPU only).
-ROUTES = ("full", "values+topk", "bidiagonal")
+#: device), ``"bidiagonal"`` (:func:`spectral_lab.bidiagonal.top_k_svd_bidiagonal`: every value
+#: and the top-k vectors from one bidiagonal reduction by LAPACK, exact without a gap; CPU only)
+#: or ``"gram"`` (:func:`spectral_lab.gram.top_k_svd_gram`: the same from the float64
+#: eigendecomposition of the Gram matrix on the smaller side; CPU only).
+ROUTES = ("full", "values+topk", "bidiagonal", "gram")
 
 # "auto" keeps the full SVD (the reference) where a top-k route saves little or costs more:
 # measured with benchmarks/tracking.py (torch 2.13, CPU, one thread), the bidiagonal route takes
@@ -72,13 +79,19 @@ ROUTES = ("full", "values+topk", "bidiagonal")
 # against the full SVD's 4 / 8 / 21 / 57 / 226 ms from 128^2 to 2048^2 (one matrix; eight: 1.9
 # to 3.0 times), because cuSOLVER's svdvals costs as much as its full SVD there.
 _TOPK_MIN_RANK = 256
+# The gram route (float32 weights, computed in float64) measured against torch's full SVD on one
+# thread (torch 2.13, this project's CPU, 2026-12-01): 64 x 44 0.235 / 0.265 ms, 192 x 64 0.38 /
+# 0.69, 256 x 40 0.25 / 0.35, 256^2 4.0 / 8.6 (bidiagonal 4.3), 512^2 21 / 54 (bidiagonal 24),
+# 1024^2 131 / 407 (bidiagonal 156); below rank 32 its ~0.1 ms of calls lose (64 x 3: 0.094
+# against 0.019, 10 x 256: 0.117 against 0.093).
+_GRAM_MIN_RANK = 32
 # Cost model for the warning before a slow or large snapshot: the full SVD of an (m, n) matrix
 # takes about m n R "units" at this many units per second per CPU thread (measured: 2.5e9 at
 # 1024^2, 0.8e9 at 4096^2 on this project's CPU; the slower figure is used; on an H200 1.9e10 at
 # 1024^2, one matrix or eight, and 3.8e10 at 2048^2), and the top-k routes this fraction of it.
 _CPU_UNITS_PER_SECOND = 0.8e9
 _CUDA_UNITS_PER_SECOND = 1.9e10
-_ROUTE_FRACTION = {"full": 1.0, "values+topk": 0.6, "bidiagonal": 0.5}
+_ROUTE_FRACTION = {"full": 1.0, "values+topk": 0.6, "bidiagonal": 0.5, "gram": 0.45}
 SLOW_SNAPSHOT_SECONDS = 10.0
 LARGE_SNAPSHOT_BYTES = 512 * 2**20
 
@@ -190,14 +203,23 @@ def _start_worker(threads: int) -> None:
         pass
 
 
-def choose_route(shape: tuple[int, int], top_k: int, device: str | torch.device = "cpu") -> str:
-    """The faster route for one ``(m, n)`` matrix keeping ``top_k`` vectors on ``device`` (see
-    :data:`ROUTES`): on the CPU ``"bidiagonal"`` from rank 256 unless ``top_k`` is a large part
-    of the rank, else ``"full"``; on a GPU always ``"full"`` (measured faster there at every
-    size; ``"values+topk"`` stays for a user to choose)."""
+def choose_route(
+    shape: tuple[int, int],
+    top_k: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> str:
+    """The faster route for one ``(m, n)`` matrix of ``dtype`` keeping ``top_k`` vectors on
+    ``device`` (see :data:`ROUTES`): on the CPU ``"gram"`` from rank 32 for weights below float64
+    (computed in float64: as accurate as their SVD), ``"bidiagonal"`` for float64 weights from
+    rank 256 unless ``top_k`` is a large part of the rank, else ``"full"``; on a GPU always
+    ``"full"`` (measured faster there at every size; ``"values+topk"`` stays for a user to
+    choose)."""
     if torch.device(device).type != "cpu":
         return "full"
     R = min(shape)
+    if dtype != torch.float64:
+        return "gram" if R >= _GRAM_MIN_RANK else "full"
     k = min(top_k, R)
     if R < _TOPK_MIN_RANK or 4 * (k + max(10, k)) > R:
         return "full"
@@ -214,9 +236,10 @@ def snapshot_cost(
     """Estimated ``(seconds, peak bytes)`` of one snapshot of matrices of these shapes.
 
     A rough model (module constants, measured on a CPU): the full SVD of an ``(m, n)``
-    matrix costs ``m n R`` units, the ``values+topk`` route about 0.6 of it and the
-    ``bidiagonal`` route 0.5; memory is the matrix, its copy in the decomposition, ``U`` and
-    ``Vh`` (full route only) and LAPACK's ``~4 R^2`` workspace.
+    matrix costs ``m n R`` units, the ``values+topk`` route about 0.6 of it, the
+    ``bidiagonal`` route 0.5 and the ``gram`` route 0.45; memory is the matrix, its copy in the
+    decomposition, ``U`` and ``Vh`` (full route only), LAPACK's ``~4 R^2`` workspace and, for the
+    ``gram`` route, the float64 copy and Gram matrix (``8 (m n + R^2)`` bytes).
     """
     rate = (
         _CUDA_UNITS_PER_SECOND
@@ -229,6 +252,7 @@ def snapshot_cost(
         chosen = route if isinstance(route, str) else list(route.values())[i]
         seconds += _ROUTE_FRACTION[chosen] * m * n * R / rate
         peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
+        peak += 8 * (m * n + R * R) if chosen == "gram" else 0
     return seconds, peak
 
 
@@ -279,8 +303,9 @@ class SpectralTracker:
         path: where :meth:`close` saves the record (the training callbacks call
             it at the end of training); ``None`` keeps it in memory only.
         route: how each matrix is decomposed (:data:`ROUTES`): ``"auto"`` (default)
-            picks per shape, ``top_k`` and device (:func:`choose_route`): from rank 256
-            on ``"bidiagonal"`` on the CPU, ``"full"`` below and on a GPU. The
+            picks per shape, dtype, ``top_k`` and device (:func:`choose_route`): on the CPU
+            ``"gram"`` for float32 weights from rank 32 (``"bidiagonal"`` for float64 ones
+            from rank 256), ``"full"`` below and on a GPU. The
             record's metadata keeps the route of every layer (``svd_routes``) and
             the steps where a top-k route fell back to the full SVD
             (``svd_fallbacks``); a resumed record keeps its routes, and an explicit
@@ -362,21 +387,24 @@ class SpectralTracker:
         # GPU's weights (on the GPU they would share it with training: the first GPU run
         # measured background=True no faster than the training thread, 1.165 against 1.162).
         self.svd_device = torch.device("cpu") if background else device
-        if route == "bidiagonal" and self.svd_device.type != "cpu":
+        if route in ("bidiagonal", "gram") and self.svd_device.type != "cpu":
             raise ValueError(
-                f"route='bidiagonal' runs on the CPU (LAPACK) and the weights are on {device}: "
+                f"route={route!r} runs on the CPU (LAPACK) and the weights are on {device}: "
                 "use route='auto' or 'full' (the GPU's full SVD, its fastest route measured), "
                 "or background=True (the decompositions then run on the host)"
             )
         self.pairs = self._resolve_pairs(pairs)
         shapes = {ref.name: ref.shape for ref in self.refs}
+        dtypes = {ref.name: ref.view(model).dtype for ref in self.refs}
         if route == "auto" and record is not None and "svd_routes" in record.meta:
             self.routes = dict(record.meta["svd_routes"])
         elif route == "auto" and record is not None:
             self.routes = dict.fromkeys(shapes, "full")  # format-1 records: the full SVD
         else:
             self.routes = {
-                n: choose_route(s, self.top_k, self.svd_device) if route == "auto" else route
+                n: choose_route(s, self.top_k, self.svd_device, dtypes[n])
+                if route == "auto"
+                else route
                 for n, s in shapes.items()
             }
         if record is None:
@@ -473,9 +501,9 @@ class SpectralTracker:
         if seconds < SLOW_SNAPSHOT_SECONDS and peak < LARGE_SNAPSHOT_BYTES:
             return
         if device.type == "cpu" and any(r == "full" for r in self.routes.values()):
-            cheaper, _ = snapshot_cost(shapes, "bidiagonal", device, threads)
+            cheaper, _ = snapshot_cost(shapes, "gram", device, threads)
             advice = (
-                f"route='bidiagonal' (all values, only the top-{self.top_k} vectors) "
+                f"route='gram' (all values, only the top-{self.top_k} vectors) "
                 f"would take about {cheaper:.0f} s"
             )
         else:
@@ -632,32 +660,12 @@ class SpectralTracker:
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name, W in views.items():
             groups[(tuple(W.shape), W.dtype, W.device, self._route_now(name))].append(name)
-        results: list[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for (_, dtype, _, route), names in groups.items():
-            compute = torch.float64 if dtype == torch.float64 else torch.float32
-            # (B, m, n); a lone matrix is viewed, not copied (the decompositions only read it)
-            A = torch.stack([views[n] for n in names]) if len(names) > 1 else views[names[0]][None]
-            if A.dtype != compute:
-                A = A.to(compute)
-            k = min(self.top_k, *A.shape[-2:])
-            try:
-                if route == "full":
-                    U, S, Vh = _svd_checked(A)
-                    U, Vh, exact = U[..., :k], Vh[..., :k, :], None
-                elif route == "bidiagonal":  # LAPACK threads: this thread's torch count
-                    U, S, Vh, exact = top_k_svd_bidiagonal(A, k)
-                    exact = exact.to(S.dtype)
-                else:
-                    U, S, Vh, exact = top_k_svd(A, k)
-                    exact = exact.to(S.dtype)
-            except (torch.linalg.LinAlgError, RuntimeError):
-                # a NaN or inf entry can make LAPACK fail instead of returning NaN
-                finite = torch.isfinite(A).flatten(1).all(1).tolist()
-                for name, ok in zip(names, finite):
-                    if not ok:
-                        raise _diverged(step, name) from None
-                raise
-            results.append((names, [S, U, Vh] if exact is None else [S, U, Vh, exact]))
+        results: list[tuple[list[str], list[torch.Tensor]]] = []
+        # LAPACK's threads for the CPU routes: this thread's torch count, set once per snapshot
+        lapack_routes = any(key[3] in ("bidiagonal", "gram") for key in groups)
+        with blas_threads(torch.get_num_threads()) if lapack_routes else contextlib.nullcontext():
+            for key, names in groups.items():
+                results.append((names, self._decompose_group(step, views, names, *key[1:])))
         host_tensors = iter(to_host([t for _, tensors in results for t in tensors]))
         host: dict[str, dict[str, np.ndarray]] = {}
         spectra, rows = [], []
@@ -701,6 +709,35 @@ class SpectralTracker:
             for name, W in views.items():  # never alias the live weights
                 host[name]["weights"] = W.to(device="cpu", dtype=torch.float32, copy=True).numpy()
         return {n: host[n] for n in self._by_name}, fallbacks
+
+    def _decompose_group(
+        self, step: int, views: dict, names: list[str], dtype, device, route: str
+    ) -> list[torch.Tensor]:
+        """``[S, U_k, Vh_k]`` (and ``exact`` for a top-k route) of the matrices ``names``, of one
+        shape, dtype, device and route, in one batched call."""
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        # (B, m, n); a lone matrix is viewed, not copied (the decompositions only read it)
+        A = torch.stack([views[n] for n in names]) if len(names) > 1 else views[names[0]][None]
+        if A.dtype != compute:
+            A = A.to(compute)
+        k = min(self.top_k, *A.shape[-2:])
+        try:
+            if route == "full":
+                U, S, Vh = _svd_checked(A)
+                return [S, U[..., :k], Vh[..., :k, :]]
+            if route in ("bidiagonal", "gram"):  # threads: as _decompose set them
+                top_k_route = top_k_svd_gram if route == "gram" else top_k_svd_bidiagonal
+                U, S, Vh, exact = top_k_route(A, k, threads=KEEP_THREADS)
+            else:
+                U, S, Vh, exact = top_k_svd(A, k)
+            return [S, U, Vh, exact.to(S.dtype)]
+        except (torch.linalg.LinAlgError, RuntimeError):
+            # a NaN or inf entry can make LAPACK fail instead of returning NaN
+            finite = torch.isfinite(A).flatten(1).all(1).tolist()
+            for name, ok in zip(names, finite):
+                if not ok:
+                    raise _diverged(step, name) from None
+            raise
 
     def _views(self, model: nn.Module) -> dict[str, torch.Tensor]:
         views = {}

@@ -20,6 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "spectral_lab"
 LENS = {
     "spectra",
     "bidiagonal",
+    "gram",
+    "lapack",
     "views",
     "tracker",
     "record",

@@ -286,10 +286,11 @@ def test_cuda_record_matches_cpu(cuda):
 
 
 @pytest.mark.gpu
-def test_the_bidiagonal_route_is_refused_on_a_gpu_where_auto_keeps_the_full_svd(cuda):
+@pytest.mark.parametrize("route", ["bidiagonal", "gram"])
+def test_the_lapack_routes_are_refused_on_a_gpu_where_auto_keeps_the_full_svd(cuda, route):
     model = nn.Sequential(nn.Linear(300, 300)).to(cuda)
-    with pytest.raises(ValueError, match="route='bidiagonal' runs on the CPU"):
-        SpectralTracker(model, route="bidiagonal")
+    with pytest.raises(ValueError, match=f"route='{route}' runs on the CPU"):
+        SpectralTracker(model, route=route)
     assert SpectralTracker(model).routes == {"0": "full"}
 
 
@@ -299,7 +300,7 @@ def test_background_decomposes_a_gpus_weights_on_the_host_with_the_cpus_routes(c
     model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 20)).to(cuda)
     on_host = SpectralTracker(model, every=1, top_k=10, background=True)
     assert on_host.svd_device.type == "cpu"
-    assert on_host.routes == {"0": "bidiagonal", "1": "full"}  # the CPU's, not the GPU's
+    assert on_host.routes == {"0": "gram", "1": "full"}  # the CPU's, not the GPU's
     on_host.snapshot(0, model)
     cpu_model = model.to("cpu")
     reference = SpectralTracker(cpu_model, every=1, top_k=10)
@@ -406,11 +407,18 @@ def _trained_like_stack(n_layers: int = 2, width: int = 120, seed: int = 0) -> n
 def test_auto_route_by_shape_is_recorded_and_matches_the_full_svd():
     model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 20))
     tracker = SpectralTracker(model, every=1, top_k=10)
-    assert tracker.routes == {"0": "bidiagonal", "1": "full"}
-    assert tracker.record.meta["svd_routes"] == {"0": "bidiagonal", "1": "full"}
-    # LAPACK's bidiagonal route is the CPU's; on a GPU the full SVD was the fastest measured
+    assert tracker.routes == {"0": "gram", "1": "full"}  # rank 20: below the gram route's 32
+    assert tracker.record.meta["svd_routes"] == {"0": "gram", "1": "full"}
+    # LAPACK's routes are the CPU's; on a GPU the full SVD was the fastest measured
     assert choose_route((300, 300), 10, "cuda") == choose_route((2048, 2048), 10, "cuda") == "full"
-    assert choose_route((300, 300), 80, "cpu") == "full"  # k a large part of the rank
+    assert choose_route((64, 44), 10, "cpu") == choose_route((43, 64), 10, "cpu") == "gram"
+    assert choose_route((64, 3), 10, "cpu") == choose_route((10, 256), 10, "cpu") == "full"
+    # float64 weights: the Gram matrix would lose their precision; the bidiagonal route keeps it
+    assert choose_route((300, 300), 10, "cpu", torch.float64) == "bidiagonal"
+    assert choose_route((300, 300), 80, "cpu", torch.float64) == "full"  # k a large part of R
+    assert choose_route((120, 120), 10, "cpu", torch.float64) == "full"
+    doubles = SpectralTracker(nn.Sequential(nn.Linear(300, 300)).double(), every=1)
+    assert doubles.routes == {"0": "bidiagonal"}
 
     trained = _trained_like_stack()  # 120 wide: auto would pick "full"; the route is forced
     fast = SpectralTracker(trained, every=1, top_k=10, route="values+topk")
@@ -435,16 +443,17 @@ def test_auto_route_by_shape_is_recorded_and_matches_the_full_svd():
             np.testing.assert_allclose(np.abs((x * y).sum(axis)), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(300, 300), (260, 400), (400, 260)])
-def test_the_bidiagonal_route_equals_the_full_svd_with_or_without_a_gap(shape):
+@pytest.mark.parametrize("shape", [(300, 300), (260, 400), (400, 260), (64, 44)])
+@pytest.mark.parametrize("route", ["bidiagonal", "gram"])
+def test_the_lapack_routes_equal_the_full_svd_with_or_without_a_gap(route, shape):
     """At initialisation (near-degenerate top values, where the randomized route falls back) and
-    after a few steps, without falling back: the record of the bidiagonal route matches the
+    after a few steps, without falling back: the record of either LAPACK route matches the
     full SVD's to the record's own rounding."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(shape[1], shape[0]))
-    fast = SpectralTracker(model, every=1, top_k=10)
+    fast = SpectralTracker(model, every=1, top_k=10, route=route)
     full = SpectralTracker(model, every=1, top_k=10, route="full")
-    assert fast.routes == {"0": "bidiagonal"}
+    assert fast.routes == {"0": route}
     for step in range(2):
         for tracker in (fast, full):
             tracker.step(step, model)
@@ -667,7 +676,7 @@ def test_a_slow_or_large_snapshot_warns_once_with_the_estimate_and_the_cheaper_r
 
     monkeypatch.setattr(tracker_module, "SLOW_SNAPSHOT_SECONDS", 1e-9)
     model = mlp()
-    with pytest.warns(RuntimeWarning, match=r"will take about .* s and .* MiB.*route='bidiagonal'"):
+    with pytest.warns(RuntimeWarning, match=r"will take about .* s and .* MiB.*route='gram'"):
         tracker = SpectralTracker(model, every=1, route="full")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
