@@ -40,7 +40,18 @@ import torch
 
 from .lapack import call, int_arg, orthonormal, ptr, top_k_batched, workspace
 
-__all__ = ["values_and_top_vectors_gram", "top_k_svd_gram"]
+__all__ = ["values_and_top_vectors_gram", "top_k_svd_gram", "lapack_threads"]
+
+# Below this rank the route runs on one thread: OpenBLAS's threads slowed it down there (two
+# threads against one, this project's 2-core CPU: 128^2 8.1 / 0.9 ms, 256^2 8.0 / 4.1, 512^2
+# 44.7 / 26.3, 1024^2 161 / 133; from 2048^2 they help, 710 / 1052 ms).
+PARALLEL_MIN_RANK = 2048
+
+
+def lapack_threads(shape: tuple[int, ...], available: int) -> int:
+    """The threads this route should use for matrices of ``shape (..., m, n)`` with
+    ``available`` threads: one below :data:`PARALLEL_MIN_RANK`, else all."""
+    return available if min(shape[-2:]) >= PARALLEL_MIN_RANK else 1
 
 
 class _Plan:
@@ -116,5 +127,7 @@ def top_k_svd_gram(A: torch.Tensor, k: int, threads=None):
     """:func:`values_and_top_vectors_gram` for a CPU tensor ``A (..., m, n)``, with the return
     convention of :func:`spectral_lab.spectra.top_k_svd` (:func:`spectral_lab.lapack.top_k_batched`:
     ``exact`` marks the matrices whose vectors failed their check and came from the full SVD).
-    ``threads``: LAPACK's threads (default: torch's count)."""
+    ``threads``: LAPACK's threads (default: :func:`lapack_threads` of torch's count)."""
+    if threads is None:
+        threads = lapack_threads(A.shape, torch.get_num_threads())
     return top_k_batched(A, k, values_and_top_vectors_gram, "gram", threads, _left_orthonormal)

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from .bidiagonal import top_k_svd_bidiagonal
+from .gram import lapack_threads as gram_threads
 from .gram import top_k_svd_gram
 from .lapack import KEEP_THREADS, blas_threads
 from .record import RunRecord
@@ -250,7 +251,9 @@ def snapshot_cost(
     for i, (m, n) in enumerate(shapes):
         R = min(m, n)
         chosen = route if isinstance(route, str) else list(route.values())[i]
-        seconds += _ROUTE_FRACTION[chosen] * m * n * R / rate
+        # the gram route keeps small matrices on one thread (spectral_lab.gram.lapack_threads)
+        single = chosen == "gram" and gram_threads((m, n), threads) == 1 and threads > 1
+        seconds += _ROUTE_FRACTION[chosen] * m * n * R / (rate / threads if single else rate)
         peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
         peak += 8 * (m * n + R * R) if chosen == "gram" else 0
     return seconds, peak
@@ -661,11 +664,20 @@ class SpectralTracker:
         for name, W in views.items():
             groups[(tuple(W.shape), W.dtype, W.device, self._route_now(name))].append(name)
         results: list[tuple[list[str], list[torch.Tensor]]] = []
-        # LAPACK's threads for the CPU routes: this thread's torch count, set once per snapshot
-        lapack_routes = any(key[3] in ("bidiagonal", "gram") for key in groups)
-        with blas_threads(torch.get_num_threads()) if lapack_routes else contextlib.nullcontext():
+        # LAPACK's threads for the CPU routes: this thread's torch count (the gram route's small
+        # matrices one), set once per snapshot; a group that wants fewer sets its own
+        available = torch.get_num_threads()
+        threads = {
+            key: gram_threads(key[0], available) if key[3] == "gram" else available
+            for key in groups
+            if key[3] in ("bidiagonal", "gram")
+        }
+        most = max(threads.values(), default=0)
+        with blas_threads(most) if threads else contextlib.nullcontext():
             for key, names in groups.items():
-                results.append((names, self._decompose_group(step, views, names, *key[1:])))
+                own = threads.get(key, most)
+                own = KEEP_THREADS if own == most else own
+                results.append((names, self._decompose_group(step, views, names, *key[1:], own)))
         host_tensors = iter(to_host([t for _, tensors in results for t in tensors]))
         host: dict[str, dict[str, np.ndarray]] = {}
         spectra, rows = [], []
@@ -711,7 +723,7 @@ class SpectralTracker:
         return {n: host[n] for n in self._by_name}, fallbacks
 
     def _decompose_group(
-        self, step: int, views: dict, names: list[str], dtype, device, route: str
+        self, step: int, views: dict, names: list[str], dtype, device, route: str, threads
     ) -> list[torch.Tensor]:
         """``[S, U_k, Vh_k]`` (and ``exact`` for a top-k route) of the matrices ``names``, of one
         shape, dtype, device and route, in one batched call."""
@@ -725,9 +737,9 @@ class SpectralTracker:
             if route == "full":
                 U, S, Vh = _svd_checked(A)
                 return [S, U[..., :k], Vh[..., :k, :]]
-            if route in ("bidiagonal", "gram"):  # threads: as _decompose set them
+            if route in ("bidiagonal", "gram"):  # threads: as _decompose chose them
                 top_k_route = top_k_svd_gram if route == "gram" else top_k_svd_bidiagonal
-                U, S, Vh, exact = top_k_route(A, k, threads=KEEP_THREADS)
+                U, S, Vh, exact = top_k_route(A, k, threads=threads)
             else:
                 U, S, Vh, exact = top_k_svd(A, k)
             return [S, U, Vh, exact.to(S.dtype)]

@@ -9,7 +9,7 @@ import torch
 
 from spectral_lab import lapack
 from spectral_lab.bidiagonal import top_k_svd_bidiagonal, values_and_top_vectors
-from spectral_lab.gram import top_k_svd_gram, values_and_top_vectors_gram
+from spectral_lab.gram import lapack_threads, top_k_svd_gram, values_and_top_vectors_gram
 
 ONE_MATRIX = {"bidiagonal": values_and_top_vectors, "gram": values_and_top_vectors_gram}
 BATCHED = {"bidiagonal": top_k_svd_bidiagonal, "gram": top_k_svd_gram}
@@ -117,8 +117,38 @@ def test_lapack_runs_on_the_threads_it_is_given(monkeypatch):
     monkeypatch.setattr(lapack, "_blas_threads", lambda: Spy())
     top_k_svd_bidiagonal(torch.randn(40, 30), 3, threads=1)
     torch.set_num_threads(torch.get_num_threads())
-    top_k_svd_gram(torch.randn(40, 30), 3)
-    assert seen == [1, torch.get_num_threads()]
+    top_k_svd_bidiagonal(torch.randn(40, 30), 3)
+    top_k_svd_gram(torch.randn(40, 30), 3, threads=2)
+    top_k_svd_gram(torch.randn(40, 30), 3)  # small: one thread whatever torch has
+    assert seen == [1, torch.get_num_threads(), 2, 1]
+    # OpenBLAS's threads slowed the gram route down below rank 2048 (spectral_lab.gram)
+    assert lapack_threads((3, 1024, 1024), 8) == 1 and lapack_threads((2048, 4096), 8) == 8
+
+
+def test_the_tracker_runs_small_gram_matrices_on_one_lapack_thread(monkeypatch):
+    """With torch on two threads, a snapshot of small matrices sets LAPACK to one thread (two
+    made the 256^2 Gram route twice as slow), once per snapshot, not once per matrix."""
+    from spectral_lab import SpectralTracker
+
+    seen = []
+    real = lapack._blas_threads()
+
+    class Spy:
+        def limit(self, limits):
+            seen.append(limits)
+            return real.limit(limits=limits)
+
+    monkeypatch.setattr(lapack, "_blas_threads", lambda: Spy())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 48))
+        tracker = SpectralTracker(model, every=1)
+        assert tracker.routes == {"0": "gram", "1": "gram"}
+        tracker.snapshot(0, model)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
