@@ -105,7 +105,9 @@ def test_bad_input_is_refused_with_the_fix(route):
         ONE_MATRIX[route](np.ones((3, 3), np.float32), 0)
 
 
-def test_lapack_runs_on_the_threads_it_is_given(monkeypatch):
+@pytest.fixture
+def thread_limits(monkeypatch) -> list[int]:
+    """The thread counts LAPACK is limited to, in order (the limits still apply)."""
     seen = []
     real = lapack._blas_threads()
 
@@ -115,6 +117,11 @@ def test_lapack_runs_on_the_threads_it_is_given(monkeypatch):
             return real.limit(limits=limits)
 
     monkeypatch.setattr(lapack, "_blas_threads", lambda: Spy())
+    return seen
+
+
+def test_lapack_runs_on_the_threads_it_is_given(thread_limits):
+    seen = thread_limits
     top_k_svd_bidiagonal(torch.randn(40, 30), 3, threads=1)
     torch.set_num_threads(torch.get_num_threads())
     top_k_svd_bidiagonal(torch.randn(40, 30), 3)
@@ -125,20 +132,12 @@ def test_lapack_runs_on_the_threads_it_is_given(monkeypatch):
     assert lapack_threads((3, 1024, 1024), 8) == 1 and lapack_threads((2048, 4096), 8) == 8
 
 
-def test_the_tracker_runs_small_gram_matrices_on_one_lapack_thread(monkeypatch):
+def test_the_tracker_runs_small_gram_matrices_on_one_lapack_thread(thread_limits):
     """With torch on two threads, a snapshot of small matrices sets LAPACK to one thread (two
     made the 256^2 Gram route twice as slow), once per snapshot, not once per matrix."""
     from spectral_lab import SpectralTracker
 
-    seen = []
-    real = lapack._blas_threads()
-
-    class Spy:
-        def limit(self, limits):
-            seen.append(limits)
-            return real.limit(limits=limits)
-
-    monkeypatch.setattr(lapack, "_blas_threads", lambda: Spy())
+    seen = thread_limits
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
