@@ -93,9 +93,10 @@ def values_and_top_vectors(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return (S, V, U) if transposed else (S, U, V)
 
 
-def top_k_svd_bidiagonal(A: torch.Tensor, k: int, threads=None):
+def top_k_svd_bidiagonal(A: torch.Tensor, k: int, threads=None, as_numpy: bool = False):
     """:func:`values_and_top_vectors` for a CPU tensor ``A (..., m, n)``, with the return
     convention of :func:`spectral_lab.spectra.top_k_svd` (:func:`spectral_lab.lapack.top_k_batched`:
     ``exact`` marks the matrices whose vectors failed their check and came from the full SVD).
-    ``threads``: LAPACK's threads (default: torch's count)."""
-    return top_k_batched(A, k, values_and_top_vectors, "bidiagonal", threads)
+    ``threads``: LAPACK's threads (default: torch's count); ``as_numpy``: numpy arrays
+    instead of tensors."""
+    return top_k_batched(A, k, values_and_top_vectors, "bidiagonal", threads, as_numpy=as_numpy)

@@ -123,11 +123,14 @@ def _left_orthonormal(U: np.ndarray, V: np.ndarray) -> bool:
     return orthonormal(U)
 
 
-def top_k_svd_gram(A: torch.Tensor, k: int, threads=None):
+def top_k_svd_gram(A: torch.Tensor, k: int, threads=None, as_numpy: bool = False):
     """:func:`values_and_top_vectors_gram` for a CPU tensor ``A (..., m, n)``, with the return
     convention of :func:`spectral_lab.spectra.top_k_svd` (:func:`spectral_lab.lapack.top_k_batched`:
     ``exact`` marks the matrices whose vectors failed their check and came from the full SVD).
-    ``threads``: LAPACK's threads (default: :func:`lapack_threads` of torch's count)."""
+    ``threads``: LAPACK's threads (default: :func:`lapack_threads` of torch's count);
+    ``as_numpy``: numpy arrays instead of tensors."""
     if threads is None:
         threads = lapack_threads(A.shape, torch.get_num_threads())
-    return top_k_batched(A, k, values_and_top_vectors_gram, "gram", threads, _left_orthonormal)
+    return top_k_batched(
+        A, k, values_and_top_vectors_gram, "gram", threads, _left_orthonormal, as_numpy
+    )

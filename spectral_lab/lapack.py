@@ -119,13 +119,15 @@ def top_k_batched(
     route: str,
     threads: int | None | _KeepThreads = None,
     check: Callable[[np.ndarray, np.ndarray], bool] = both_orthonormal,
+    as_numpy: bool = False,
 ):
     """``decompose`` (a ``W (m, n) -> (S (R,), U_k (m, k), V_k (n, k))`` of one finite array) on
     every matrix of a CPU tensor ``A (..., m, n)``, with the return convention of
     :func:`spectral_lab.spectra.top_k_svd`: ``(U_k (..., m, k), S (..., R), Vh_k (..., k, n),
     exact (...) bool)``, ``exact`` True where the vectors failed ``check`` (by default both sets
     orthonormal) or LAPACK failed, and the full SVD gave them. ``threads``: LAPACK's threads
-    (default: torch's count; :data:`KEEP_THREADS`: as the caller set them).
+    (default: torch's count; :data:`KEEP_THREADS`: as the caller set them). ``as_numpy``: the
+    same as numpy arrays (the tracker's host-side form: no tensor round trip).
 
     Raises ``torch.linalg.LinAlgError`` for a matrix with NaN or infinite entries (as the full
     SVD may), so that callers handle every route alike.
@@ -153,16 +155,15 @@ def top_k_batched(
                 exact[i] = True
             else:
                 exact[i] = not check(U[i], V[i])
-    Vh = np.swapaxes(V, -1, -2)
-    U, S, Vh = torch.from_numpy(U), torch.from_numpy(S), torch.from_numpy(np.ascontiguousarray(Vh))
     if exact.any():
-        mask = torch.from_numpy(exact)
-        U_full, S_full, Vh_full = _svd_checked(A.detach().reshape(-1, m, n)[mask])
-        U[mask], S[mask], Vh[mask] = U_full[..., :k], S_full, Vh_full[..., :k, :]
+        U_full, S_full, Vh_full = _svd_checked(torch.from_numpy(flat[exact]))
+        U[exact], S[exact] = U_full[..., :k].numpy(), S_full.numpy()
+        V[exact] = Vh_full[..., :k, :].mT.numpy()
     shape = tuple(batch)
-    return (
+    arrays = (
         U.reshape(*shape, m, k),
         S.reshape(*shape, -1),
-        Vh.reshape(*shape, k, n),
-        torch.from_numpy(exact).reshape(shape),
+        np.ascontiguousarray(np.swapaxes(V, -1, -2)).reshape(*shape, k, n),
+        exact.reshape(shape),
     )
+    return arrays if as_numpy else tuple(torch.from_numpy(x) for x in arrays)

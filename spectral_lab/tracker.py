@@ -156,16 +156,17 @@ def _check_finite(step: int, views: dict[str, torch.Tensor]) -> None:
 
 
 def to_host(tensors: list[torch.Tensor], copy_once: bool | None = None) -> list[np.ndarray]:
-    """``tensors`` as numpy arrays, with one device-to-host copy for all of them.
+    """``tensors`` as numpy arrays, with one device-to-host copy for all of them (numpy arrays
+    among them, results computed on the host, pass through on the CPU).
 
     On a GPU every tensor is flattened into one buffer (float64 if any is, else float32: exact
     for each) that is copied once and split again; on the CPU (``copy_once=None``) the tensors
     are already host memory and are only viewed. ``copy_once=True`` forces the buffer path.
     """
     if copy_once is None:
-        copy_once = any(t.device.type != "cpu" for t in tensors)
+        copy_once = any(not isinstance(t, np.ndarray) and t.device.type != "cpu" for t in tensors)
     if not copy_once:
-        return [t.detach().numpy() for t in tensors]
+        return [t if isinstance(t, np.ndarray) else t.detach().numpy() for t in tensors]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]).cpu().numpy()
     out, offset = [], 0
@@ -724,7 +725,7 @@ class SpectralTracker:
 
     def _decompose_group(
         self, step: int, views: dict, names: list[str], dtype, device, route: str, threads
-    ) -> list[torch.Tensor]:
+    ) -> list:
         """``[S, U_k, Vh_k]`` (and ``exact`` for a top-k route) of the matrices ``names``, of one
         shape, dtype, device and route, in one batched call."""
         compute = torch.float64 if dtype == torch.float64 else torch.float32
@@ -739,7 +740,8 @@ class SpectralTracker:
                 return [S, U[..., :k], Vh[..., :k, :]]
             if route in ("bidiagonal", "gram"):  # threads: as _decompose chose them
                 top_k_route = top_k_svd_gram if route == "gram" else top_k_svd_bidiagonal
-                U, S, Vh, exact = top_k_route(A, k, threads=threads)
+                U, S, Vh, exact = top_k_route(A, k, threads=threads, as_numpy=True)
+                return [S, U, Vh, exact]  # numpy: on the host already
             else:
                 U, S, Vh, exact = top_k_svd(A, k)
             return [S, U, Vh, exact.to(S.dtype)]
