@@ -4,7 +4,8 @@ For ``W (m, n)`` with ``m >= n`` (else ``W^T``), the singular values are the squ
 eigenvalues of ``G = W^T W (n, n)``, its eigenvectors the right singular vectors, and the left
 ones ``u_i = W v_i / s_i``. Done in float64 for float32 weights:
 
-1. ``G`` by one matrix product (``m n^2``, BLAS 3: fast);
+1. ``G`` by matrix products (``m n^2``, BLAS 3: fast), over blocks of rows copied to float64
+   (:data:`BLOCK_BYTES` at a time, so a tall matrix is never copied whole);
 2. ``dsytrd``: ``G = Q T Q^T`` with ``T`` tridiagonal (about ``4/3 n^3``: half the bidiagonal
    reduction's ``8/3 n^3``, on the smaller side of ``W``);
 3. ``dsterf``: every eigenvalue of ``T`` (no vectors);
@@ -54,6 +55,34 @@ def lapack_threads(shape: tuple[int, ...], available: int) -> int:
     return available if min(shape[-2:]) >= PARALLEL_MIN_RANK else 1
 
 
+# The float64 copy of the matrix is made a block of rows at a time, at most this many bytes: a
+# tall matrix (a 50,000 x 768 embedding: 307 MB in float64) then costs its Gram matrix, not a
+# second copy of itself.
+BLOCK_BYTES = 32 * 2**20
+
+
+def _row_blocks(A: np.ndarray):
+    rows = max(1, BLOCK_BYTES // (8 * A.shape[1]))
+    for start in range(0, A.shape[0], rows):
+        yield start, np.asarray(A[start : start + rows], dtype=np.float64)
+
+
+def _gram(A: np.ndarray) -> np.ndarray:
+    """``A^T A`` in float64, from float64 blocks of rows (exact products of float32 entries)."""
+    G = None
+    for _, block in _row_blocks(A):
+        G = block.T @ block if G is None else G + block.T @ block
+    return G
+
+
+def _times(A: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``A V`` in float64, a block of rows at a time."""
+    out = np.empty((A.shape[0], V.shape[1]))
+    for start, block in _row_blocks(A):
+        out[start : start + len(block)] = block @ V
+    return out
+
+
 class _Plan:
     """What a size ``(N, k)`` needs that no call writes: the integer arguments, ``dstein``'s one
     block, and the workspace size LAPACK asks for (a small matrix's route is mostly such calls:
@@ -88,9 +117,9 @@ def values_and_top_vectors_gram(W: np.ndarray, k: int) -> tuple[np.ndarray, np.n
         raise ValueError(f"k must be at least 1, got {k}")
     dtype = np.float64 if W.dtype == np.float64 else np.float32
     transposed = m < n
-    A = np.asarray(W.T if transposed else W, dtype=np.float64)  # (M, N), M >= N
+    A = W.T if transposed else W  # (M, N), M >= N
     N = A.shape[1]
-    G = np.asfortranarray(A.T @ A)  # symmetric: its lower triangle is what dsytrd reads
+    G = np.asfortranarray(_gram(A))  # symmetric: its lower triangle is what dsytrd reads
     plan = _plan(N, k)
     d, e, tau = np.empty(N), np.zeros(max(N - 1, 1)), np.zeros(max(N - 1, 1))
     work = np.empty(plan.lwork)
@@ -112,7 +141,7 @@ def values_and_top_vectors_gram(W: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     S = np.sqrt(np.clip(eigenvalues[::-1], 0, None))  # descending, >= 0
     V = Z[:, ::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        U = (A @ V) / S[:k]
+        U = _times(A, V) / S[:k]
     S, U, V = S.astype(dtype), U.astype(dtype), V.astype(dtype)
     return (S, V, U) if transposed else (S, U, V)
 

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from .bidiagonal import top_k_svd_bidiagonal
+from .gram import BLOCK_BYTES as gram_block_bytes
 from .gram import lapack_threads as gram_threads
 from .gram import top_k_svd_gram
 from .lapack import KEEP_THREADS, blas_threads
@@ -241,7 +242,8 @@ def snapshot_cost(
     matrix costs ``m n R`` units, the ``values+topk`` route about 0.6 of it, the
     ``bidiagonal`` route 0.5 and the ``gram`` route 0.45; memory is the matrix, its copy in the
     decomposition, ``U`` and ``Vh`` (full route only), LAPACK's ``~4 R^2`` workspace and, for the
-    ``gram`` route, the float64 copy and Gram matrix (``8 (m n + R^2)`` bytes).
+    ``gram`` route, the float64 copy (in blocks of at most
+    :data:`spectral_lab.gram.BLOCK_BYTES`) and the float64 Gram matrix.
     """
     rate = (
         _CUDA_UNITS_PER_SECOND
@@ -256,7 +258,7 @@ def snapshot_cost(
         single = chosen == "gram" and gram_threads((m, n), threads) == 1 and threads > 1
         seconds += _ROUTE_FRACTION[chosen] * m * n * R / (rate / threads if single else rate)
         peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
-        peak += 8 * (m * n + R * R) if chosen == "gram" else 0
+        peak += min(8 * m * n, gram_block_bytes) + 8 * R * R if chosen == "gram" else 0
     return seconds, peak
 
 

@@ -186,3 +186,16 @@ def test_the_gram_route_keeps_small_singular_values_accurate():
     exact = np.linalg.svd(W.astype(np.float64), compute_uv=False)
     assert np.abs(S - exact).max() < np.sqrt(200 * np.finfo(np.float64).eps) * exact[0]
     np.testing.assert_allclose(U.T @ U, np.eye(10), atol=1e-6)
+
+
+def test_the_gram_route_reads_a_tall_matrix_in_blocks_of_rows(monkeypatch):
+    """A tall matrix is copied to float64 a block of rows at a time (its Gram matrix and
+    ``W V`` summed over the blocks), and gives what one block gives, to float64 rounding."""
+    from spectral_lab import gram
+
+    W = _matrix((700, 60), gap=True)
+    whole = values_and_top_vectors_gram(W, 10)
+    monkeypatch.setattr(gram, "BLOCK_BYTES", 8 * 60 * 64)  # blocks of 64 rows: 11 of them
+    blocks = values_and_top_vectors_gram(W, 10)
+    for a, b in zip(whole, blocks):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * float(whole[0][0]))
