@@ -31,11 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .lapack import call as _call
-from .lapack import int_arg as _int
-from .lapack import ptr as _ptr
-from .lapack import top_k_batched
-from .lapack import workspace as _workspace
+from .lapack import call, int_arg, ptr, top_k_batched, workspace
 
 __all__ = ["values_and_top_vectors", "top_k_svd_bidiagonal"]
 
@@ -55,16 +51,16 @@ def values_and_top_vectors(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     M, N = A.shape
     d, e = np.empty(N, dtype), np.zeros(max(N - 1, 1), dtype)
     tauq, taup = np.empty(N, dtype), np.empty(N, dtype)
-    args = (_int(M), _int(N), _ptr(A), _int(M), _ptr(d), _ptr(e), _ptr(tauq), _ptr(taup))
-    work = np.empty(max(_workspace(p + "gebrd", 11, dtype, *args), 1), dtype)
-    _call(p + "gebrd", 11, *args, _ptr(work), _int(work.size))
+    args = (int_arg(M), int_arg(N), ptr(A), int_arg(M), ptr(d), ptr(e), ptr(tauq), ptr(taup))
+    work = np.empty(max(workspace(p + "gebrd", 11, dtype, *args), 1), dtype)
+    call(p + "gebrd", 11, *args, ptr(work), int_arg(work.size))
 
     # every singular value of B by dqds, in float64 (no vectors: VT, U and C are not referenced)
     d64, e64 = d.astype(np.float64), e.astype(np.float64)
     S = d64.copy()
-    unreferenced = (_ptr(np.empty(1)), _int(1))
-    vectors = (_int(0), _int(0), _int(0), _ptr(S), _ptr(e64.copy()), *unreferenced * 3)
-    _call("dbdsqr", 15, b"U", _int(N), *vectors, _ptr(np.empty(4 * N)))
+    unreferenced = (ptr(np.empty(1)), int_arg(1))
+    vectors = (int_arg(0), int_arg(0), int_arg(0), ptr(S), ptr(e64.copy()), *unreferenced * 3)
+    call("dbdsqr", 15, b"U", int_arg(N), *vectors, ptr(np.empty(4 * N)))
 
     # the top k vectors of B: inverse iteration on its Golub-Kahan tridiagonal at those values
     # (as one block, the values ascending, as dstein wants them)
@@ -75,10 +71,10 @@ def values_and_top_vectors(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     blocks, splits = np.ones(size, np.int32), np.full(size, size, np.int32)
     Z = np.empty((size, k), order="F")
     work, iwork, failed = np.empty(5 * size), np.empty(size, np.int32), np.empty(k, np.int32)
-    tridiagonal = (_ptr(np.zeros(size)), _ptr(off))
-    vectors = (_ptr(Z), _int(size), _ptr(work), _ptr(iwork), _ptr(failed))
-    _call("dstein", 13, _int(size), *tridiagonal, _int(k), _ptr(shifts), _ptr(blocks),
-          _ptr(splits), *vectors)  # fmt: skip
+    tridiagonal = (ptr(np.zeros(size)), ptr(off))
+    vectors = (ptr(Z), int_arg(size), ptr(work), ptr(iwork), ptr(failed))
+    call("dstein", 13, int_arg(size), *tridiagonal, int_arg(k), ptr(shifts), ptr(blocks),
+          ptr(splits), *vectors)  # fmt: skip
     Z = Z[:, ::-1] * np.sqrt(2.0)  # descending, halves of unit norm
     S = S.astype(dtype)
 
@@ -86,10 +82,10 @@ def values_and_top_vectors(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     U[:N] = Z[1::2]
     V = np.asfortranarray(Z[0::2], dtype=dtype)
     for vect, rows, K, C, tau in ((b"Q", M, N, U, tauq), (b"P", N, M, V, taup)):
-        shape = (_int(rows), _int(k), _int(K))
-        args = (vect, b"L", b"N", *shape, _ptr(A), _int(M), _ptr(tau), _ptr(C), _int(rows))
-        work = np.empty(max(_workspace(p + "ormbr", 14, dtype, *args), 1), dtype)
-        _call(p + "ormbr", 14, *args, _ptr(work), _int(work.size))
+        shape = (int_arg(rows), int_arg(k), int_arg(K))
+        args = (vect, b"L", b"N", *shape, ptr(A), int_arg(M), ptr(tau), ptr(C), int_arg(rows))
+        work = np.empty(max(workspace(p + "ormbr", 14, dtype, *args), 1), dtype)
+        call(p + "ormbr", 14, *args, ptr(work), int_arg(work.size))
     return (S, V, U) if transposed else (S, U, V)
 
 

@@ -245,18 +245,15 @@ def snapshot_cost(
     ``gram`` route, the float64 copy (in blocks of at most
     :data:`spectral_lab.gram.BLOCK_BYTES`) and the float64 Gram matrix.
     """
-    rate = (
-        _CUDA_UNITS_PER_SECOND
-        if torch.device(device).type == "cuda"
-        else _CPU_UNITS_PER_SECOND * max(1, threads)
-    )
+    cuda = torch.device(device).type == "cuda"
     seconds = peak = 0.0
     for i, (m, n) in enumerate(shapes):
         R = min(m, n)
         chosen = route if isinstance(route, str) else list(route.values())[i]
         # the gram route keeps small matrices on one thread (spectral_lab.gram.lapack_threads)
-        single = chosen == "gram" and gram_threads((m, n), threads) == 1 and threads > 1
-        seconds += _ROUTE_FRACTION[chosen] * m * n * R / (rate / threads if single else rate)
+        used = gram_threads((m, n), threads) if chosen == "gram" else threads
+        rate = _CUDA_UNITS_PER_SECOND if cuda else _CPU_UNITS_PER_SECOND * max(1, used)
+        seconds += _ROUTE_FRACTION[chosen] * m * n * R / rate
         peak += itemsize * (2 * m * n + (m * R + R * n if chosen == "full" else 0) + 4 * R * R)
         peak += min(8 * m * n, gram_block_bytes) + 8 * R * R if chosen == "gram" else 0
     return seconds, peak
@@ -744,8 +741,7 @@ class SpectralTracker:
                 top_k_route = top_k_svd_gram if route == "gram" else top_k_svd_bidiagonal
                 U, S, Vh, exact = top_k_route(A, k, threads=threads, as_numpy=True)
                 return [S, U, Vh, exact]  # numpy: on the host already
-            else:
-                U, S, Vh, exact = top_k_svd(A, k)
+            U, S, Vh, exact = top_k_svd(A, k)
             return [S, U, Vh, exact.to(S.dtype)]
         except (torch.linalg.LinAlgError, RuntimeError):
             # a NaN or inf entry can make LAPACK fail instead of returning NaN
